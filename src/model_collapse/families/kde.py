@@ -1,0 +1,112 @@
+"""Gaussian kernel density estimate refitted on its own samples.
+
+Sampling a KDE picks a training point and adds kernel noise, so each
+generation inflates the variance by the kernel's (a factor 1 + h^2 with
+scipy's convention, where the kernel covariance is h^2 times the data
+covariance): the opposite drift to the MLE Gaussian's shrinkage.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, Union
+
+import numpy as np
+from scipy.special import logsumexp, ndtr
+
+from ..schema import Component
+
+
+class KDEConfig(Component):
+    """Config of the ``kde`` family."""
+
+    kind: Literal["kde"] = "kde"
+    # A number is the factor h (kernel covariance = h^2 * data covariance, as
+    # scipy.stats.gaussian_kde); "scott" is n^(-1/(d+4)), "silverman"
+    # (n (d+2) / 4)^(-1/(d+4)).
+    bandwidth: Union[float, Literal["scott", "silverman"]] = "scott"
+
+
+class KDEFamily:
+    """S independent KDEs; the state is each chain's training points."""
+
+    def __init__(self, cfg: KDEConfig, dim: int, chains: int):
+        self.cfg, self.dim, self.chains = cfg, dim, chains
+        self.points = np.zeros((chains, 1, dim))
+        self.kcov = np.broadcast_to(np.eye(dim), (chains, dim, dim)).copy()
+
+    def factor(self, n: int) -> float:
+        """The bandwidth factor h for n points."""
+        bw, d = self.cfg.bandwidth, self.dim
+        if bw == "scott":
+            return n ** (-1.0 / (d + 4))
+        if bw == "silverman":
+            return (n * (d + 2) / 4.0) ** (-1.0 / (d + 4))
+        return float(bw)
+
+    def fit(self, data, rng=None) -> None:
+        """Keep the points; kernel covariance = h^2 * sample covariance (ddof=1)."""
+        x = np.asarray(data, float)
+        self.points = x
+        c = x - x.mean(axis=1, keepdims=True)
+        cov = np.einsum("snd,sne->sde", c, c) / max(x.shape[1] - 1, 1)
+        # A chain whose points all coincide has no spread left: keep a floor so
+        # the kernel stays a density (recorded via params()["degenerate"]).
+        self.degenerate = np.trace(cov, axis1=1, axis2=2) < 1e-24
+        cov[self.degenerate] += 1e-12 * np.eye(self.dim)
+        self.kcov = cov * self.factor(x.shape[1]) ** 2
+
+    def sample(self, n: int, rng: np.random.Generator) -> np.ndarray:
+        """Resample training points and add kernel noise: (S, n, d)."""
+        s, m = self.points.shape[:2]
+        idx = rng.integers(0, m, size=(s, n))
+        base = np.take_along_axis(self.points, idx[:, :, None], axis=1)
+        z = rng.standard_normal((s, n, self.dim))
+        return base + z @ np.linalg.cholesky(self.kcov).transpose(0, 2, 1)
+
+    def log_prob(self, x: np.ndarray, chunk: int = 256) -> np.ndarray:
+        """Log density at shared points x (M, d): (S, M), in chunks to bound memory."""
+        x = np.asarray(x, float).reshape(len(x), self.dim)
+        chol = np.linalg.cholesky(self.kcov)
+        inv = np.linalg.inv(chol)                                           # (S, d, d)
+        logdet = 2 * np.log(np.diagonal(chol, axis1=1, axis2=2)).sum(axis=1)
+        pts = self.points @ inv.transpose(0, 2, 1)                          # whitened (S, N, d)
+        out = np.empty((self.chains, len(x)))
+        for i in range(0, len(x), chunk):
+            q = x[None, i:i + chunk] @ inv.transpose(0, 2, 1)               # (S, m, d)
+            d2 = ((q[:, :, None, :] - pts[:, None, :, :]) ** 2).sum(-1)     # (S, m, N)
+            out[:, i:i + chunk] = logsumexp(-0.5 * d2, axis=2)
+        n = self.points.shape[1]
+        return out - np.log(n) - 0.5 * (logdet[:, None] + self.dim * np.log(2 * np.pi))
+
+    def cdf(self, x: np.ndarray, chunk: int = 256) -> np.ndarray:
+        """1-D only: CDF at shared points x (G,): (S, G)."""
+        sd = np.sqrt(self.kcov[:, 0, 0])[:, None, None]
+        pts = self.points[:, None, :, 0]
+        out = np.empty((self.chains, len(x)))
+        for i in range(0, len(x), chunk):
+            out[:, i:i + chunk] = ndtr((x[None, i:i + chunk, None] - pts) / sd).mean(axis=2)
+        return out
+
+    def moments(self):
+        """Mixture mean (S, d) and covariance (S, d, d): data covariance (ddof=0) + kernel."""
+        mean = self.points.mean(axis=1)
+        c = self.points - mean[:, None, :]
+        return mean, np.einsum("snd,sne->sde", c, c) / self.points.shape[1] + self.kcov
+
+    def params(self) -> dict[str, np.ndarray]:
+        """Mean and variance of the estimated density (1-D) or trace (d-dim), and bandwidth."""
+        mean, cov = self.moments()
+        out = ({"mean": mean[:, 0], "var": cov[:, 0, 0]} if self.dim == 1
+               else {"trace": np.trace(cov, axis1=1, axis2=2)})
+        out["bandwidth"] = np.full(self.chains, self.factor(self.points.shape[1]))
+        out["degenerate"] = getattr(self, "degenerate", np.zeros(self.chains, bool)).astype(float)
+        return out
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """The training points and kernel covariances."""
+        return {"points": self.points, "kcov": self.kcov}
+
+    def load_state_dict(self, state) -> None:
+        """Restore from state_dict()."""
+        self.points, self.kcov = np.array(state["points"]), np.array(state["kcov"])
+        self.degenerate = np.zeros(self.chains, bool)

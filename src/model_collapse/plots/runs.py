@@ -1,0 +1,167 @@
+"""Metric-vs-generation figures (median, 5-95% band, mean, theory) and density snapshots."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import yaml  # noqa: E402
+
+from ..store import read_metrics  # noqa: E402
+
+SKIP = {"generation", "chain"}
+
+
+def _load(run: Path):
+    """(experiment, columns, rows) of one run directory."""
+    from ..config import validate
+    exp = validate(yaml.safe_load((run / "config.yaml").read_text()))
+    cols, rows = read_metrics(run)
+    return exp, cols, rows
+
+
+def _bands(cols, rows, name):
+    """Per-generation generations, median, 5%, 95%, mean of one column across chains."""
+    g_all = rows[:, cols.index("generation")]
+    gens = np.unique(g_all)
+    v = rows[:, cols.index(name)]
+    table = v.reshape(len(gens), -1) if len(v) == len(gens) * (len(v) // max(len(gens), 1)) else None
+    if table is None or not np.array_equal(np.repeat(gens, table.shape[1]), g_all):
+        table = np.array([v[g_all == g] for g in gens])
+    with np.errstate(all="ignore"):
+        q = np.nanpercentile(np.where(np.isfinite(table), table, np.nan), [5, 50, 95], axis=1)
+        mean = np.nanmean(np.where(np.isfinite(table), table, np.nan), axis=1)
+    return gens, q[1], q[0], q[2], mean
+
+
+def _panel(ax, cols, rows, name, label=None, color=None, theory=None):
+    """Draw one metric column: median line, 5-95% band, mean dashed, theory dotted."""
+    gens, med, lo, hi, mean = _bands(cols, rows, name)
+    line, = ax.plot(gens, med, color=color, lw=1.5, label=f"{label or ''} median".strip())
+    if rows.shape[0] > len(gens):
+        ax.fill_between(gens, lo, hi, color=line.get_color(), alpha=0.2, lw=0)
+        ax.plot(gens, mean, color=line.get_color(), lw=1, ls="--", label=f"{label or ''} mean".strip())
+    if theory is not None:
+        ax.plot(gens, theory(gens), color="k", lw=1.2, ls=":", label=f"{label or ''} theory".strip())
+    ax.set_title(name, fontsize=9)
+    ax.set_xlabel("generation", fontsize=8)
+    ax.tick_params(labelsize=7)
+
+
+def _grid(n):
+    """A figure with n panels."""
+    ncol = min(n, 4)
+    nrow = int(np.ceil(n / ncol))
+    fig, axes = plt.subplots(nrow, ncol, figsize=(3.2 * ncol, 2.6 * nrow), squeeze=False)
+    for ax in axes.ravel()[n:]:
+        ax.remove()
+    return fig, axes.ravel()
+
+
+def plot_metrics(runs: dict[str, Path], out: Path) -> Path:
+    """One panel per metric column; several runs (variants) are overlaid."""
+    from ..theory import expected
+    loaded = {k: _load(p) for k, p in runs.items()}
+    cols = [c for c in next(iter(loaded.values()))[1] if c not in SKIP]
+    fig, axes = _grid(len(cols))
+    for i, (label, (exp, c, rows)) in enumerate(loaded.items()):
+        for ax, name in zip(axes, cols):
+            if name in c and len(rows):
+                _panel(ax, c, rows, name, label if len(runs) > 1 else None, f"C{i}", expected(exp, name))
+    chains = next(iter(loaded.values()))[0].chains
+    fig.suptitle(f"{out.parent.name}: median and 5-95% band over {chains} chains "
+                 "(dashed: mean, dotted: closed form)", fontsize=9)
+    axes[0].legend(fontsize=7)
+    fig.tight_layout()
+    path = out / ("metrics.png" if len(runs) == 1 else "compare.png")
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_density(run: Path, out: Path) -> Path | None:
+    """Fitted densities at snapshot generations against the truth (chain 0, plus a few more in 1-D)."""
+    from ..loop import build
+    from ..store import RunStore
+    exp, _, _ = _load(run)
+    snaps = RunStore(run).snapshots()
+    if not snaps or exp.source.kind not in ("gaussian", "gmm", "categorical"):
+        return None
+    source, model, _, _ = build(exp)
+    truth = source.truth
+    cmap = plt.get_cmap("viridis")
+    gens = sorted(snaps)
+    if exp.source.kind == "categorical":
+        fig, ax = plt.subplots(figsize=(6, 3.5))
+        ax.plot(np.sort(truth.p[0])[::-1], "k", lw=2, label="truth")
+        for j, g in enumerate(gens):
+            model.load_state_dict(snaps[g])
+            ax.plot(np.sort(model.p[0])[::-1], color=cmap(j / max(len(gens) - 1, 1)), label=f"gen {g}")
+        ax.set_yscale("log")
+        ax.set_xlabel("rank")
+        ax.set_ylabel("probability (chain 0)")
+    elif source.dim == 1:
+        m0, c0 = truth.moments()
+        sd = np.sqrt(c0[0, 0, 0])
+        x = np.linspace(m0[0, 0] - 6 * sd, m0[0, 0] + 6 * sd, 600)
+        nc = min(exp.chains, 4)
+        fig, axes = plt.subplots(1, nc, figsize=(3.6 * nc, 3), squeeze=False)
+        for c, ax in enumerate(axes[0]):
+            ax.plot(x, np.exp(truth.log_prob(x[:, None])[0]), "k", lw=2, label="truth")
+            for j, g in enumerate(gens):
+                model.load_state_dict(snaps[g])
+                ax.plot(x, np.exp(model.log_prob(x[:, None])[c]), color=cmap(j / max(len(gens) - 1, 1)),
+                        lw=1, label=f"gen {g}")
+            ax.set_title(f"chain {c}", fontsize=9)
+        ax = axes[0, 0]
+    elif source.dim == 2:
+        m0, c0 = truth.moments()
+        half = 4 * np.sqrt(np.diagonal(c0[0]).max())
+        a = np.linspace(-half, half, 120)
+        xx, yy = np.meshgrid(a + m0[0, 0], a + m0[0, 1], indexing="xy")
+        pts = np.stack([xx.ravel(), yy.ravel()], 1)
+        fig, axes = plt.subplots(1, len(gens) + 1, figsize=(2.8 * (len(gens) + 1), 2.8), squeeze=False)
+        axes[0, 0].contourf(xx, yy, np.exp(truth.log_prob(pts)[0]).reshape(xx.shape), 12)
+        axes[0, 0].set_title("truth", fontsize=9)
+        for ax, g in zip(axes[0, 1:], gens):
+            model.load_state_dict(snaps[g])
+            ax.contourf(xx, yy, np.exp(model.log_prob(pts)[0]).reshape(xx.shape), 12)
+            ax.set_title(f"gen {g} (chain 0)", fontsize=9)
+        for ax in axes[0]:
+            ax.set_aspect("equal")
+            ax.tick_params(labelsize=6)
+        fig.tight_layout()
+        path = out / "density.png"
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        return path
+    else:
+        return None
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    path = out / "density.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_run(run: Path) -> list[Path]:
+    """Draw every figure of a run directory (and of its variants); returns the files written."""
+    run = Path(run)
+    subs = {p.name: p for p in sorted(run.iterdir()) if (p / "metrics.csv").exists()} if run.is_dir() else {}
+    runs = subs if subs and not (run / "metrics.csv").exists() else {run.name: run}
+    written = []
+    for r in runs.values():
+        (r / "figures").mkdir(exist_ok=True)
+        written.append(plot_metrics({r.name: r}, r / "figures"))
+        d = plot_density(r, r / "figures")
+        if d:
+            written.append(d)
+    if len(runs) > 1:
+        (run / "figures").mkdir(exist_ok=True)
+        written.append(plot_metrics(runs, run / "figures"))
+    return written
