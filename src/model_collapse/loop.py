@@ -53,7 +53,9 @@ def run_generations(exp, store, progress: bool | None = None) -> int:
     """Run (or continue) an experiment into a RunStore; returns the last complete generation."""
     seeds = Seeds(exp.seed)
     source, model, regime, filt = build(exp)
-    metrics = [METRICS[m][0] for m in exp.metrics]
+    # A metric is a function, or a class whose instance keeps state (with state_dict to resume).
+    metrics = {m: (METRICS[m][0]() if isinstance(METRICS[m][0], type) else METRICS[m][0]) for m in exp.metrics}
+    stateful = {m: fn for m, fn in metrics.items() if hasattr(fn, "state_dict")}
     reference = source.reference(exp.reference_n, seeds.rng("reference"))
     real = source.real(regime.size(0), seeds.rng("real"))
     regime.first(real)
@@ -69,6 +71,8 @@ def run_generations(exp, store, progress: bool | None = None) -> int:
         last = int(ckpt["__generation"])
         model.load_state_dict(_unprefixed("model/", ckpt))
         regime.load_state_dict(_unprefixed("regime/", ckpt))
+        for m, fn in stateful.items():
+            fn.load_state_dict(_unprefixed(f"metric/{m}/", ckpt))
         state, start = _unprefixed("", ckpt), last + 1
         samples = draw(last) if start < exp.generations else None
     done, last_save = start - 1, time.monotonic()
@@ -85,14 +89,17 @@ def run_generations(exp, store, progress: bool | None = None) -> int:
             samples = draw(g)
             t2 = time.perf_counter()
             rows = {}
+            store.generation = g
             if g % exp.record_every == 0 or g == final:
-                ctx = Context(g, model, samples, train, source, reference, seeds.rng("metric", g))
-                for fn in metrics:
+                ctx = Context(g, model, samples, train, source, reference, seeds.rng("metric", g), store)
+                for fn in metrics.values():
                     rows.update(fn(ctx))
             _check_finite(model.params(), g)
             if g in exp.snapshots or g == final:
                 store.save_snapshot(g, model.state_dict())
             new_state = {**_prefixed("model/", model.state_dict()), **_prefixed("regime/", regime.state_dict())}
+            for m, fn in stateful.items():
+                new_state.update(_prefixed(f"metric/{m}/", fn.state_dict()))
             if rows:
                 store.add_rows(g, rows, exp.chains)
             state, done = new_state, g

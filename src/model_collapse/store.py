@@ -60,7 +60,8 @@ class RunStore:
     def __init__(self, path: str | Path):
         self.path = Path(path)
         self.columns: list[str] | None = None
-        self.pending: list[str] = []
+        self.pending: list[tuple[str, int, str, str]] = []  # (table, generation, header, text)
+        self.generation = 0  # the generation being computed (for add_table)
 
     # -- creation and status ------------------------------------------------
     @classmethod
@@ -88,7 +89,7 @@ class RunStore:
         p = self.path / "status.json"
         return json.loads(p.read_text()) if p.exists() else {}
 
-    # -- metrics --------------------------------------------------------------
+    # -- metrics and tables ----------------------------------------------------
     def add_rows(self, generation: int, columns: dict[str, np.ndarray], chains: int) -> None:
         """Buffer one generation's metric rows (one per chain) until the next checkpoint."""
         names = list(columns)
@@ -98,29 +99,42 @@ class RunStore:
             raise RuntimeError(f"metric columns changed at generation {generation}: {names} != {self.columns}")
         table = np.column_stack([np.broadcast_to(np.asarray(columns[c], float), (chains,)) for c in names])
         lines = [f"{generation},{c}," + ",".join(f"{v:.10g}" for v in row) for c, row in enumerate(table)]
-        self.pending.append((generation, "\n".join(lines) + "\n"))
+        self.pending.append(("metrics", generation, "generation,chain," + ",".join(names),
+                             "\n".join(lines) + "\n"))
 
-    def _flush_rows(self, upto: int) -> int:
-        """Append buffered rows of generations <= upto to metrics.csv (fsynced); returns its length."""
-        ready = [text for g, text in self.pending if g <= upto]
-        csv = self.path / "metrics.csv"
-        with open(csv, "ab") as f:
-            if f.tell() == 0 and self.columns is not None:
-                f.write(("generation,chain," + ",".join(self.columns) + "\n").encode())
-            f.write("".join(ready).encode())
-            f.flush()
-            os.fsync(f.fileno())
-            length = f.tell()
-        self.pending = [(g, text) for g, text in self.pending if g > upto]
-        return length
+    def add_table(self, name: str, rows: list[dict], generation: int | None = None) -> None:
+        """Buffer rows for RUN/<name>.csv (e.g. a classifier-by-generation matrix), committed like metrics."""
+        if not rows:
+            return
+        cols = list(rows[0])
+        text = "".join(",".join(f"{r[c]:.10g}" if isinstance(r[c], float) else str(r[c]) for c in cols) + "\n"
+                       for r in rows)
+        g = self.generation if generation is None else generation
+        self.pending.append((name, g, ",".join(cols), text))
+
+    def _flush(self, upto: int) -> dict[str, int]:
+        """Append buffered rows of generations <= upto to their CSVs (fsynced); returns committed lengths."""
+        ready = [p for p in self.pending if p[1] <= upto]
+        self.pending = [p for p in self.pending if p[1] > upto]
+        for name in {p[0] for p in ready}:
+            with open(self.path / f"{name}.csv", "ab") as f:
+                for n, _, header, text in ready:
+                    if n != name:
+                        continue
+                    if f.tell() == 0:
+                        f.write((header + "\n").encode())
+                    f.write(text.encode())
+                f.flush()
+                os.fsync(f.fileno())
+        return {p.stem: p.stat().st_size for p in self.path.glob("*.csv") if p.name != "timings.csv"}
 
     # -- checkpoints ------------------------------------------------------------
     def checkpoint(self, generation: int, state: dict[str, np.ndarray]) -> None:
         """Commit buffered rows and the loop state after `generation` (atomic)."""
-        length = self._flush_rows(generation)
+        lengths = self._flush(generation)
         arrays = dict(state)
         arrays["__generation"] = np.array(generation)
-        arrays["__csv_bytes"] = np.array(length)
+        arrays["__csv_bytes"] = np.array(json.dumps(lengths))
         arrays["__columns"] = np.array(json.dumps(self.columns or []))
         save_npz(self.path / f"checkpoint-{generation:06d}.npz", arrays)
         for old in self.path.glob("checkpoint-*.npz"):
@@ -134,12 +148,15 @@ class RunStore:
                 state = load_npz(path)
             except (OSError, ValueError, EOFError):
                 continue  # a torn write from a kill; an older one is still there
-            csv = self.path / "metrics.csv"
-            committed = int(state["__csv_bytes"])
-            if not csv.exists() or csv.stat().st_size < committed:
-                raise RunDirError(f"{csv} is shorter than its checkpoint records; the run directory is damaged")
-            with open(csv, "r+b") as f:
-                f.truncate(committed)
+            lengths = json.loads(str(state["__csv_bytes"]))
+            for csv in self.path.glob("*.csv"):
+                if csv.name == "timings.csv":
+                    continue
+                committed = lengths.get(csv.stem, 0)
+                if csv.stat().st_size < committed:
+                    raise RunDirError(f"{csv} is shorter than its checkpoint records; the run directory is damaged")
+                with open(csv, "r+b") as f:
+                    f.truncate(committed)
             self.columns = json.loads(str(state["__columns"])) or None
             return state
         return None
@@ -166,17 +183,18 @@ class RunStore:
             f.writelines(f"{generation},{k},{v:.6f}\n" for k, v in phases.items())
 
 
-def read_metrics(path: str | Path) -> tuple[list[str], np.ndarray]:
-    """metrics.csv as (column names, float array of rows), committed rows only."""
+def read_metrics(path: str | Path, table: str = "metrics") -> tuple[list[str], np.ndarray]:
+    """A run's metrics.csv (or another table) as (column names, float rows), committed rows only."""
     path = Path(path)
-    csv = path / "metrics.csv" if path.is_dir() else path
+    csv = path / f"{table}.csv" if path.is_dir() else path
     if not csv.exists():
         raise RunDirError(f"{csv} not found: is {path} a run directory?")
     text = csv.read_text()
     ckpts = sorted(csv.parent.glob("checkpoint-*.npz"))
     status = json.loads((csv.parent / "status.json").read_text()) if (csv.parent / "status.json").exists() else {}
     if ckpts and status.get("status") != "complete":
-        text = text.encode()[: int(load_npz(ckpts[-1])["__csv_bytes"])].decode()
+        lengths = json.loads(str(load_npz(ckpts[-1])["__csv_bytes"]))
+        text = text.encode()[: lengths.get(csv.stem, 0)].decode()
     header, *lines = text.splitlines()
     cols = header.split(",")
     if not lines:

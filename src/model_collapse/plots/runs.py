@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import matplotlib
@@ -32,7 +33,8 @@ def _bands(cols, rows, name):
     table = v.reshape(len(gens), -1) if len(v) == len(gens) * (len(v) // max(len(gens), 1)) else None
     if table is None or not np.array_equal(np.repeat(gens, table.shape[1]), g_all):
         table = np.array([v[g_all == g] for g in gens])
-    with np.errstate(all="ignore"):
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-inf columns (e.g. NLL of a lost category)
         q = np.nanpercentile(np.where(np.isfinite(table), table, np.nan), [5, 50, 95], axis=1)
         mean = np.nanmean(np.where(np.isfinite(table), table, np.nan), axis=1)
     return gens, q[1], q[0], q[2], mean

@@ -128,7 +128,7 @@ class ScheduleConfig(Component):
     end: float = 1.0
     over: int = Field(100, gt=0)  # generations to go from start to end
     rate: float = 0.05  # exponential: share = end - (end - start) * exp(-rate * g)
-    rest: Literal["true", "real"] = "true"
+    rest: Literal["fresh", "real"] = "fresh"  # fresh true samples, or a subset of the fixed real set
 
     def check(self, exp):
         """Shares in [0, 1]."""
@@ -202,4 +202,4 @@ class Schedule(Mix):
     def shares(self, g: int) -> list[float]:
         """(true, real, previous, fitted) shares at generation g."""
         s = self.cfg.synthetic_share(g)
-        return [1 - s, 0.0, 0.0, s] if self.cfg.rest == "true" else [0.0, 1 - s, 0.0, s]
+        return [1 - s, 0.0, 0.0, s] if self.cfg.rest == "fresh" else [0.0, 1 - s, 0.0, s]
