@@ -88,8 +88,8 @@ def _cross_checks(exp) -> list[str]:
                or (need == "tail" and (dim is None or (dim > 1 and getattr(exp.model, "summary", False)))))
         if bad:
             errs.append(f"metrics: '{m}' does not apply to this source/model ({need})")
-    if any(g < 0 or g >= exp.generations for g in exp.snapshots):
-        errs.append(f"snapshots: each must be in [0, generations) = [0, {exp.generations})")
+    if any(g < 0 for g in exp.snapshots):
+        errs.append("snapshots: generations must be >= 0 (ones past the last generation are ignored)")
     return errs
 
 

@@ -95,12 +95,32 @@ class GMMFamily:
         self.weights = np.full((s, k), 1.0 / k)
         self.means = np.zeros((s, k, d))
         self.covs = np.broadcast_to(np.eye(d), (s, k, d, d)).copy()
-        self.degenerate = np.zeros(s, dtype=bool)
         self.fitted = np.zeros(s, dtype=bool)
-        self.n_iter = np.zeros(s, dtype=np.int64)
-        self.converged = np.zeros(s, dtype=bool)
-        self.lower_bound = np.full(s, np.nan)
+        # last fit, per chain: n_iter, converged, mean log-likelihood (lower bound), degenerate
+        self._diag = np.zeros((s, 4))
+        self._diag[:, 2] = np.nan
+        self._runner = None
         self.last_counts = None
+
+    @property
+    def degenerate(self) -> np.ndarray:
+        """(S,) bool: the last fit had an empty component or a variance at the floor."""
+        return self._diag[:, 3] > 0
+
+    @property
+    def n_iter(self) -> np.ndarray:
+        """(S,) EM iterations of the last fit."""
+        return self._diag[:, 0].astype(np.int64)
+
+    @property
+    def converged(self) -> np.ndarray:
+        """(S,) bool: the last fit met tol within max_iter."""
+        return self._diag[:, 1] > 0
+
+    @property
+    def lower_bound(self) -> np.ndarray:
+        """(S,) mean log-likelihood of the training data at the last E-step (scikit-learn's lower_bound_)."""
+        return self._diag[:, 2].copy()
 
     @classmethod
     def from_params(cls, weights, means, covs, chains: int, cfg: GMMConfig | None = None) -> "GMMFamily":
@@ -130,26 +150,31 @@ class GMMFamily:
             raise ValueError(f"data {x.shape} does not match (chains={self.chains}, N, d={self.dim})")
         if n < self.k:
             raise ValueError(f"{self.k} components need at least {self.k} points, got {n}")
-        # Drawn on every fit (used or not) so the stream never depends on which chains restart.
-        u = rng.random((s, 1 + (self.k - 1) * kmeans_trials(self.k)))
         mode = init or self.cfg.init
-        fresh = np.ones(s, bool) if mode == "kmeans++" else (~self.fitted | self.degenerate)
-        if init == "warm":
-            fresh = np.zeros(s, bool)
-        kern = self._kernel()
-        if kern is not None and d == 1:
-            out = kern.fit(x[:, :, 0], u, fresh, self.weights, self.means[:, :, 0],
-                           self.covs[:, :, 0, 0], self.cfg, self._threads(s * n))
-            w, mu, var, diag = out
-            means, covs = mu[:, :, None], var[:, :, None, None]
+        if mode == "kmeans++":
+            fresh = None                                     # every chain
+        elif init == "warm":
+            fresh = np.zeros(s, bool)                        # explicit: start from the current state
         else:
-            w, means, covs, diag = _fit_numpy(x, u, fresh, self.weights, self.means, self.covs, self.cfg)
-        self.weights, self.means, self.covs = w, means, covs
-        self.n_iter = diag[:, 0].astype(np.int64)
-        self.converged = diag[:, 1] > 0
-        self.lower_bound = diag[:, 2].copy()
-        self.degenerate = diag[:, 3] > 0
+            fresh = ~self.fitted | self.degenerate          # first fit, or re-seed after a collapse
+        runner = self._get_runner()
+        if runner is not None:
+            runner.fit(self, x, rng, fresh)
+        else:
+            # Uniforms for k-means++ are drawn on every fit (used or not), as in the kernel, so the
+            # stream never depends on which chains restart.
+            u = rng.random((s, 1 + (self.k - 1) * kmeans_trials(self.k)))
+            fresh = np.ones(s, bool) if fresh is None else fresh
+            self.weights, self.means, self.covs, self._diag = _fit_numpy(
+                x, u, fresh, self.weights, self.means, self.covs, self.cfg)
         self.fitted = np.ones(s, dtype=bool)
+
+    def _get_runner(self):
+        """The compiled 1-D path for this family, or None where the NumPy path applies."""
+        if self._runner is None:
+            kern = self._kernel()
+            self._runner = _Runner1D(kern, self) if kern is not None else False
+        return self._runner or None
 
     def _kernel(self):
         """The compiled kernel if this configuration may use it, else None."""
@@ -164,7 +189,7 @@ class GMMFamily:
 
     def _threads(self, work: int) -> int:
         """Threads for this much work (points): one below ~50k points, where dispatch costs more."""
-        if work < 50_000:
+        if work < 50_000 or self.chains == 1:
             return 1
         avail = self.cfg.threads or (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
                                      else os.cpu_count() or 1)
@@ -174,17 +199,16 @@ class GMMFamily:
 
     def sample(self, n: int, rng: np.random.Generator) -> np.ndarray:
         """n points per chain (S, n, d): component counts ~ Multinomial(n, w), then normals."""
-        s, k, d = self.chains, self.k, self.dim
-        counts = rng.multinomial(n, self.weights)                             # (S, K)
-        self.last_counts = counts
+        s, d = self.chains, self.dim
+        # one chain: 1-D pvals take numpy's fast path (the same draws as the 2-D call)
+        counts = rng.multinomial(n, self.weights[0])[None] if s == 1 else rng.multinomial(n, self.weights)
+        self.last_counts = counts                                             # (S, K)
         m = s * n * d
         npair = (m + 1) // 2
         raw = rng.bit_generator.random_raw(2 * npair)
-        kern = self._kernel()
-        if kern is not None:
-            sd = np.sqrt(self.covs[:, :, 0, 0])
-            x = kern.sample(raw, npair, counts, self.means[:, :, 0], sd, n, self._threads(m))
-            x = x[:m].reshape(s, n, 1)
+        runner = self._get_runner()
+        if runner is not None:
+            x = runner.sample(self, raw, npair, counts, n)[:m].reshape(s, n, 1)
         else:
             z = box_muller(raw)[:m].reshape(s, n, d)
             x = _affine_numpy(z, counts, self.means, self.covs)
@@ -244,9 +268,8 @@ class GMMFamily:
     def state_dict(self) -> dict[str, np.ndarray]:
         """Copies of the mixture parameters, warm-start flags and the last fit's diagnostics."""
         return {"weights": self.weights.copy(), "means": self.means.copy(), "covs": self.covs.copy(),
-                "degenerate": self.degenerate.copy(), "fitted": self.fitted.copy(),
-                "n_iter": self.n_iter.copy(), "converged": self.converged.copy(),
-                "lower_bound": self.lower_bound.copy()}
+                "degenerate": self.degenerate, "fitted": self.fitted.copy(), "n_iter": self.n_iter,
+                "converged": self.converged, "lower_bound": self.lower_bound}
 
     def load_state_dict(self, state) -> None:
         """Restore from state_dict()."""
@@ -254,11 +277,10 @@ class GMMFamily:
         self.weights = np.array(state["weights"], dtype=np.float64).reshape(s, k)
         self.means = np.array(state["means"], dtype=np.float64).reshape(s, k, d)
         self.covs = np.array(state["covs"], dtype=np.float64).reshape(s, k, d, d)
-        self.degenerate = np.array(state["degenerate"], dtype=bool).reshape(s)
-        self.fitted = np.array(state.get("fitted", np.ones(s, bool)), dtype=bool).reshape(s)
-        self.n_iter = np.array(state.get("n_iter", np.zeros(s)), dtype=np.int64).reshape(s)
-        self.converged = np.array(state.get("converged", np.zeros(s)), dtype=bool).reshape(s)
-        self.lower_bound = np.array(state.get("lower_bound", np.full(s, np.nan)), dtype=np.float64).reshape(s)
+        get = lambda key, default: np.asarray(state[key] if key in state else default, dtype=np.float64).reshape(s)
+        self.fitted = get("fitted", np.ones(s)) > 0
+        self._diag = np.stack([get("n_iter", np.zeros(s)), get("converged", np.zeros(s)),
+                               get("lower_bound", np.full(s, np.nan)), get("degenerate", np.zeros(s))], axis=1)
 
 
 # ====================================================================== NumPy path
@@ -444,8 +466,7 @@ def _fit_numpy(x, u, fresh, w0, m0, c0, cfg):
     degen = (nk < cfg.min_count).any(1) | (low < max(cfg.reg_covar, cfg.var_floor)).any(1)
     bad = ~(np.isfinite(w).all(1) & np.isfinite(means).all((1, 2)) & np.isfinite(covs).all((1, 2, 3)))
     w[bad], means[bad], covs[bad] = w0[bad], m0[bad], c0[bad]   # never hand on NaN: keep the last fit
-    diag = np.stack([n_iter, conv, lb, degen | bad], axis=1).astype(float)
-    return w, means, covs, diag
+    return w, means, covs, np.stack([n_iter, conv, lb, degen | bad], axis=1).astype(float)
 
 
 # ====================================================================== compiled path
@@ -579,7 +600,7 @@ static double prod(const double *v, int64_t n) {
    D (n) holds squared distances to the nearest centre, bs (n / BLK) their block sums, which make
    each cumulative-sum search O(n / BLK + BLK). Returns the data variance (for Lloyd's tol). */
 static double kmeanspp(const double *x, int64_t n, int64_t K, int64_t T, const double *u,
-                       double *restrict D, double *restrict bs, double *cen) {
+                       double *restrict D, double *restrict bs, double *cen, double *xbar) {
     int64_t first = (int64_t)(u[0] * n), nb = n / BLK;
     if (first > n - 1) first = n - 1;
     double c = x[first], pot = 0, lin = 0;
@@ -595,6 +616,7 @@ static double kmeanspp(const double *x, int64_t n, int64_t K, int64_t T, const d
         pot += s; lin += l;
     }
     double var = (pot - lin * lin / n) / n;   /* moments about a data point: no cancellation */
+    *xbar = c + lin / n;
     for (int64_t k = 1; k < K; k++) {
         double best_pot = INFINITY;
         int64_t best = 0;
@@ -742,40 +764,70 @@ static void mstep(int64_t n, int64_t K, const double *nk, const double *a, const
     for (int64_t k = 0; k < K; k++) w[k] /= den;
 }
 
-/* Two-component E-step fused into one pass (the usual case). With e = x - mu1, the log-odds
-   d = L1 - L0 is a quadratic in e, the responsibility of the larger side is 1 / (1 + t) with
-   t = exp(-|d|): one exp per point. log p = L1 + max(-d, 0) + log(1 + t); sum L1 follows from
-   sum e^2, and the logs of a block of 512 points are one log of the product of (1 + t) in [1, 2].
-   Returns sum log p; nk, a, q get the responsibility sums around the current means. */
-static double estep2(const double *x, int64_t n, const double *w, const double *mu,
-                     const double *var, double *nk, double *a, double *q) {
+/* Two-component E-step fused into one pass (the usual case). With e = x - mu1 the log-odds
+   d = L1 - L0 is a quadratic in e, and the responsibility of the likelier side is 1 / (1 + t) with
+   t = exp(-|d|): one exp per point. log p = L1 + max(-d, 0) + log(1 + t), and the logs of a block
+   of 512 points are one log of the product of (1 + t) in [1, 2]. With direct = 0 only component 1's
+   sums are accumulated and component 0's follow from the data moments (xbar, ss = sum (x - xbar)^2),
+   which saves a quarter of the work; the caller redoes the pass with direct = 1 when that
+   subtraction would lose digits (a small component 0). Returns sum log p; nk, a, q get the
+   responsibility sums around the current means. */
+static inline __attribute__((always_inline)) double
+estep2_impl(const double *x, int64_t n, const double *w, const double *mu, const double *var,
+            double xbar, double ss, double *nk, double *a, double *q, const int direct) {
     double m0 = mu[0], m1 = mu[1], dl = m1 - m0;
     double c0 = logw(w[0]) - 0.5 * log(6.283185307179586 * var[0]), h0 = -0.5 / var[0];
     double c1 = logw(w[1]) - 0.5 * log(6.283185307179586 * var[1]), h1 = -0.5 / var[1];
     double P = h1 - h0, Q = -2.0 * h0 * dl, R = c1 - c0 - h0 * dl * dl;
-    double A0 = 0, B0 = 0, Q0 = 0, A1 = 0, B1 = 0, Q1 = 0, EE = 0, LM = 0, LL = 0, tt[512];
+    double A0 = 0, B0 = 0, Q0 = 0, A1 = 0, B1 = 0, Q1 = 0, LM = 0, LL = 0, tt[512];
     for (int64_t b = 0; b < n; b += 512) {
         int64_t end = n - b < 512 ? n : b + 512;
-        double lm = 0, ee = 0, a0 = 0, b0 = 0, q0 = 0, a1 = 0, b1 = 0, q1 = 0;
-#pragma omp simd reduction(+:lm, ee, a0, b0, q0, a1, b1, q1)
+        double lm = 0, a0 = 0, b0 = 0, q0 = 0, a1 = 0, b1 = 0, q1 = 0;
+#pragma omp simd reduction(+:lm, a0, b0, q0, a1, b1, q1)
         for (int64_t i = b; i < end; i++) {
-            double e = x[i] - m1, e0 = x[i] - m0;
+            double e = x[i] - m1;
             double d = (P * e + Q) * e + R, ad = fabs(d);
             double t = exp_neg(-ad), s = 1.0 + t, iv = 1.0 / s, rs = t * iv;
             int up = d > 0;
-            double r1 = up ? iv : rs, r0 = up ? rs : iv;
+            double r1 = up ? iv : rs;
             lm += up ? 0.0 : ad;
-            ee += e * e;
             tt[i - b] = s;
-            double p0 = r0 * e0, p1 = r1 * e;
-            a0 += r0; b0 += p0; q0 += p0 * e0;
+            double p1 = r1 * e;
             a1 += r1; b1 += p1; q1 += p1 * e;
+            if (direct) {
+                double r0 = up ? rs : iv, e0 = x[i] - m0, p0 = r0 * e0;
+                a0 += r0; b0 += p0; q0 += p0 * e0;
+            }
         }
         LL += log(prod(tt, end - b));
-        LM += lm; EE += ee; A0 += a0; B0 += b0; Q0 += q0; A1 += a1; B1 += b1; Q1 += q1;
+        LM += lm; A0 += a0; B0 += b0; Q0 += q0; A1 += a1; B1 += b1; Q1 += q1;
+    }
+    double g0 = xbar - m0, g1 = xbar - m1;
+    if (!direct) {   /* sums over component 0 = sums over all points - sums over component 1 */
+        A0 = (double)n - A1;
+        B0 = (double)n * g0 - (B1 + dl * A1);
+        Q0 = ss + (double)n * g0 * g0 - (Q1 + 2.0 * dl * B1 + dl * dl * A1);
     }
     nk[0] = A0; a[0] = B0; q[0] = Q0; nk[1] = A1; a[1] = B1; q[1] = Q1;
-    return (double)n * c1 + h1 * EE + LM + LL;
+    return (double)n * c1 + h1 * (ss + (double)n * g1 * g1) + LM + LL;
+}
+
+static double estep2(const double *x, int64_t n, const double *w, const double *mu, const double *var,
+                     double xbar, double ss, double *nk, double *a, double *q) {
+    double ll = estep2_impl(x, n, w, mu, var, xbar, ss, nk, a, q, 0);
+    double g0 = xbar - mu[0], tot0 = ss + (double)n * g0 * g0;
+    if (nk[0] < 1e-3 * (double)n || q[0] < 1e-6 * tot0)   /* derived sums too inexact: do it directly */
+        ll = estep2_impl(x, n, w, mu, var, xbar, ss, nk, a, q, 1);
+    return ll;
+}
+
+/* Mean and sum of squared deviations of x (n), about x[0] (no cancellation for any offset). */
+static void moments(const double *x, int64_t n, double *xbar, double *ss) {
+    double c = x[0], l = 0, s = 0;
+#pragma omp simd reduction(+:l, s)
+    for (int64_t i = 0; i < n; i++) { double e = x[i] - c; l += e; s += e * e; }
+    *xbar = c + l / n;
+    *ss = s - l * l / n;
 }
 
 /* General-K E-step over blocks of BLK points (log-sum-exp with one exp per point and component). */
@@ -843,11 +895,15 @@ void gmm_fit1d(const double *X, int64_t s0, int64_t s1, const opts_t *o, const d
         const double *x = X + s * n;
         double *w = W + s * K, *mu = MU + s * K, *var = V + s * K, *dg = diag + s * 4;
         for (int64_t k = 0; k < K; k++) { w0[k] = w[k]; m0[k] = mu[k]; v0[k] = var[k]; }
+        double xbar = 0, ss = 0;
         if (fresh[s]) {
             double c[KMAX];
-            double xv = kmeanspp(x, n, K, T, U + s * nu, scratch, scratch + n, c);
+            double xv = kmeanspp(x, n, K, T, U + s * nu, scratch, scratch + n, c, &xbar);
+            ss = xv * n;
             lloyd(x, n, K, c, scratch, o->km_max_iter, o->km_tol * xv, nk, a, q, mu);
             mstep(n, K, nk, a, q, w, mu, var, vr, 0, o);
+        } else if (K == 2) {
+            moments(x, n, &xbar, &ss);
         }
         double lb = -INFINITY;
         int64_t it = 0;
@@ -855,7 +911,7 @@ void gmm_fit1d(const double *X, int64_t s0, int64_t s1, const opts_t *o, const d
         while (it < o->max_iter) {
             it++;
             double prev = lb;
-            double ll = K == 2 ? estep2(x, n, w, mu, var, nk, a, q)
+            double ll = K == 2 ? estep2(x, n, w, mu, var, xbar, ss, nk, a, q)
                                : estep(x, n, K, w, mu, var, nk, a, q, scratch);
             mstep(n, K, nk, a, q, w, mu, var, vr, 1, o);
             lb = ll / n;
@@ -926,8 +982,22 @@ def _compile() -> ctypes.CDLL:
     return ctypes.CDLL(str(lib))
 
 
+def _addr(a: np.ndarray) -> int:
+    """Address of a C-contiguous array's data (the buffer protocol is ~4x cheaper than a.ctypes.data)."""
+    try:
+        return ctypes.addressof(ctypes.c_char.from_buffer(a))
+    except (TypeError, ValueError, BufferError):   # read-only or empty
+        return a.ctypes.data
+
+
+def _split(total: int, parts: int) -> list[tuple[int, int]]:
+    """Contiguous [lo, hi) ranges covering range(total), at most `parts` of them."""
+    step = -(-total // parts)
+    return [(lo, min(lo + step, total)) for lo in range(0, total, step)]
+
+
 class _Kernel:
-    """ctypes front end of the compiled kernel; chains split over threads (ctypes drops the GIL)."""
+    """ctypes handles of the compiled kernel and a shared thread pool (ctypes drops the GIL)."""
 
     def __init__(self, dll: ctypes.CDLL):
         p, i = ctypes.c_void_p, ctypes.c_int64
@@ -940,59 +1010,93 @@ class _Kernel:
         self._pool = None
         self._lock = threading.Lock()
 
-    def _map(self, fn, parts):
-        """Run fn over parts, on a thread pool when there is more than one."""
+    def map(self, fn, parts) -> None:
+        """fn(lo, hi) for every part; parts beyond the first run on the pool."""
         if len(parts) == 1:
             fn(*parts[0])
             return
         with self._lock:
             if self._pool is None or self._pool._max_workers < len(parts):
                 self._pool = ThreadPoolExecutor(max_workers=len(parts), thread_name_prefix="gmm")
-        list(self._pool.map(lambda a: fn(*a), parts))
+        list(self._pool.map(lambda part: fn(*part), parts))
 
-    @staticmethod
-    def _split(total: int, parts: int):
-        """Contiguous [lo, hi) ranges covering range(total)."""
-        edges = np.linspace(0, total, parts + 1).astype(int)
-        return [(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:]) if b > a]
 
-    def fit(self, x, u, fresh, w0, m0, v0, cfg, threads):
-        """Fit (S, N) data; returns new weights, means, variances (S, K) and diag (S, 4)."""
-        s, n = x.shape
-        k = w0.shape[1]
-        w, mu, var = (np.array(a, dtype=np.float64, order="C") for a in (w0, m0, v0))
+class _Runner1D:
+    """One family's calls into the kernel, with buffers and pointers kept between generations
+    (at one chain, Python overhead is a sizeable share of the ~0.1 ms a generation takes)."""
+
+    def __init__(self, kern: _Kernel, fam: GMMFamily):
+        s, k, cfg = fam.chains, fam.k, fam.cfg
+        self.kern, self.k = kern, k
+        self.u = np.empty((s, 1 + (k - 1) * kmeans_trials(k)))
+        self.all_fresh = np.ones(s, np.uint8)
+        self.fresh = np.empty(s, np.uint8)
+        self.ptr = {name: _addr(getattr(self, name)) for name in ("u", "all_fresh", "fresh")}
+        self.opts, self.scratch, self.n = None, {}, None
+        self.cfg = cfg
+        self.sd_src, self.sd = None, None
+
+    def _opts(self, n: int):
+        """The kernel's options struct for N = n points."""
+        if self.n != n:
+            c = self.cfg
+            self.opts = _Opts(n, self.k, kmeans_trials(self.k), c.max_iter, c.kmeans_iter, c.tol,
+                              c.reg_covar, c.var_floor, c.kmeans_tol, c.min_count)
+            self.n = n
+        return ctypes.byref(self.opts)
+
+    def _scratch(self, part: int, n: int) -> int:
+        """Address of a per-thread work buffer of n + n / 64 + 2 (K + 1) 64 doubles."""
+        size = n + n // 64 + 2 * (self.k + 1) * 64 + 8
+        buf = self.scratch.get(part)
+        if buf is None or len(buf) < size:
+            buf = self.scratch[part] = np.empty(size)
+        return _addr(buf)
+
+    def fit(self, fam: GMMFamily, x: np.ndarray, rng: np.random.Generator, fresh) -> None:
+        """Fit (S, N, 1) data in place of fam's parameters (new arrays, the old ones untouched)."""
+        s, n = x.shape[:2]
+        rng.random(out=self.u)   # drawn on every fit (used or not), as the NumPy path
+        if fresh is None:
+            pf = self.ptr["all_fresh"]
+        else:
+            self.fresh[:] = fresh
+            pf = self.ptr["fresh"]
+        w, mu, var = fam.weights.copy(), fam.means.copy(), fam.covs.copy()   # the kernel updates these
         diag = np.empty((s, 4))
-        fr = np.ascontiguousarray(fresh, dtype=np.uint8)
-        u = np.ascontiguousarray(u)
-        opts = _Opts(n, k, kmeans_trials(k), cfg.max_iter, cfg.kmeans_iter, cfg.tol, cfg.reg_covar,
-                     cfg.var_floor, cfg.kmeans_tol, cfg.min_count)
-        ptrs = [a.ctypes.data for a in (x, u, fr, w, mu, var, diag)]
-        size = n + n // 64 + 2 * (k + 1) * 64 + 8
+        opts = self._opts(n)
+        args = [_addr(x) if x.flags.writeable else x.ctypes.data, self.ptr["u"], pf,
+                _addr(w), _addr(mu), _addr(var), _addr(diag)]
+        threads = fam._threads(s * n)
+        if threads == 1:
+            self.kern.fit1d(args[0], 0, s, opts, *args[1:], self._scratch(0, n))
+        else:
+            parts = _split(s, threads)
+            scratch = {lo: self._scratch(j, n) for j, (lo, hi) in enumerate(parts)}
+            self.kern.map(lambda lo, hi: self.kern.fit1d(args[0], lo, hi, opts, *args[1:], scratch[lo]), parts)
+        fam.weights, fam.means, fam.covs, fam._diag = w, mu, var, diag
 
-        def run(lo, hi):
-            scratch = np.empty(size)
-            self.fit1d(ptrs[0], lo, hi, ctypes.byref(opts), *ptrs[1:], scratch.ctypes.data)
-
-        self._map(run, self._split(s, min(threads, s)))
-        return w, mu, var, diag
-
-    def sample(self, raw, npair, counts, mu, sd, n, threads):
-        """Mixture draws for every chain, flat (2 npair,) with the first S n slots used."""
+    def sample(self, fam: GMMFamily, raw: np.ndarray, npair: int, counts: np.ndarray, n: int) -> np.ndarray:
+        """Flat (2 npair,) draws, the first S n of them in chain-major order."""
+        if self.sd_src is not fam.covs:   # component sds, once per fit
+            self.sd_src = fam.covs
+            self.sd = np.sqrt(fam.covs[:, :, 0, 0])
+            self.mu = np.ascontiguousarray(fam.means[:, :, 0])
+            self.sd_ptr, self.mu_ptr = _addr(self.sd), _addr(self.mu)
         s, k = counts.shape
         out = np.empty(2 * npair)
-        c = np.ascontiguousarray(counts, dtype=np.int64)
-        mu = np.ascontiguousarray(mu)
-        sd = np.ascontiguousarray(sd)
-        args = [raw.ctypes.data, npair, out.ctypes.data, n, k, c.ctypes.data, mu.ctypes.data, sd.ctypes.data]
-        f = self.sample1d
-        if threads <= 1:
-            f(args[0], npair, 0, npair, args[2], 0, s, *args[3:])
+        c = counts if counts.dtype == np.int64 and counts.flags.c_contiguous else np.ascontiguousarray(counts, np.int64)
+        pr, po, pc = _addr(raw), _addr(out), _addr(c)
+        f = self.kern.sample1d
+        threads = fam._threads(s * n)
+        if threads == 1:
+            f(pr, npair, 0, npair, po, 0, s, n, k, pc, self.mu_ptr, self.sd_ptr)
             return out
         # normals first (all pairs), then the affine map per chain: a chain's slots mix both halves
-        self._map(lambda lo, hi: f(args[0], npair, lo, hi, args[2], 0, 0, *args[3:]),
-                  self._split(npair, threads))
-        self._map(lambda lo, hi: f(args[0], npair, 0, 0, args[2], lo, hi, *args[3:]),
-                  self._split(s, min(threads, s)))
+        self.kern.map(lambda lo, hi: f(pr, npair, lo, hi, po, 0, 0, n, k, pc, self.mu_ptr, self.sd_ptr),
+                      _split(npair, threads))
+        self.kern.map(lambda lo, hi: f(pr, npair, 0, 0, po, lo, hi, n, k, pc, self.mu_ptr, self.sd_ptr),
+                      _split(s, threads))
         return out
 
 

@@ -243,10 +243,13 @@ def functional_step(net: VAENet, flat: torch.Tensor, m: torch.Tensor, v: torch.T
     would be evaluated per element); raw (S, B, P) batch on 0..255; eps (S, B, latent);
     acc (S,) += the batch's per-chain losses.
     """
-    def loss(w):
-        per = net.losses(unflatten(net, w), raw, eps)[0]
+    def loss(ps):
+        per = net.losses(ps, raw, eps)[0]
         return per.sum(), per.detach()           # sum over chains: each chain gets its own gradient
-    g, per = torch.func.grad(loss, has_aux=True)(flat)
+    grads, per = torch.func.grad(loss, has_aux=True)(unflatten(net, flat))
+    # Gradient w.r.t. the named views, then one cat: each matmul writes straight into its
+    # segment (differentiating w.r.t. `flat` itself would sum zero-padded slices per element).
+    g = torch.cat([x.reshape(-1) for x in grads.values()])
     acc.add_(per)
     # torch.optim.Adam's update (no weight decay), written out so it fuses into one kernel.
     b1, b2 = BETAS
