@@ -47,7 +47,7 @@ def experiment_model():
     """The Experiment model with one discriminated union per registry."""
     return create_model(
         "Experiment", __base__=Settings,
-        source=(_union([c for c, _ in SOURCES.values()]), ...),
+        source=(_union(list(dict.fromkeys(c for c, _ in SOURCES.values()))), ...),
         model=(_union([family_config(k) for k in FAMILIES]), ...),
         regime=(_union([c for c, _ in REGIMES.values()]), ...),
         filter=(_union([c for c, _ in FILTERS.values()]), FILTERS["none"][0]()),
@@ -73,8 +73,8 @@ def _cross_checks(exp) -> list[str]:
     errs = []
     for comp in ("source", "model", "regime", "filter"):
         errs += [f"{p}: {m}" for p, m in getattr(exp, comp).check(exp)]
-    src_kind = "category" if exp.source.kind == "categorical" else "vector"
-    if exp.source.kind in ("gaussian", "gmm", "categorical") and FAMILIES[exp.model.kind][2] != src_kind:
+    src_kind = {"gaussian": "vector", "gmm": "vector", "categorical": "category"}.get(exp.source.kind, "image")
+    if FAMILIES[exp.model.kind][2] != src_kind:
         errs.append(f"model.kind: family '{exp.model.kind}' cannot fit {src_kind} data from source '{exp.source.kind}'")
     for m in exp.metrics:
         if m not in METRICS:
@@ -82,7 +82,8 @@ def _cross_checks(exp) -> list[str]:
             continue
         need = METRICS[m][1]
         dim = _dim(exp)
-        bad = ((need in ("1d",) and dim != 1)
+        bad = ((need == "image") != (src_kind == "image")
+               or (need in ("1d",) and dim != 1)
                or (need == "1d-or-2d" and dim not in (1, 2))
                or (need == "closed-kl" and exp.model.kind not in ("gaussian", "categorical"))
                or (need == "tail" and (dim is None or (dim > 1 and getattr(exp.model, "summary", False)))))

@@ -91,7 +91,7 @@ def run_generations(exp, store, progress: bool | None = None) -> int:
             rows = {}
             store.generation = g
             if g % exp.record_every == 0 or g == final:
-                ctx = Context(g, model, samples, train, source, reference, seeds.rng("metric", g), store)
+                ctx = Context(g, model, samples, train, source, reference, seeds.rng("metric", g), store, exp)
                 for fn in metrics.values():
                     rows.update(fn(ctx))
             _check_finite(model.params(), g)

@@ -173,6 +173,18 @@ class RunStore:
             out[int(p.stem[4:])] = load_npz(p)
         return out
 
+    def save_array(self, name: str, generation: int, array: np.ndarray) -> None:
+        """Keep one array per generation under RUN/arrays/ (e.g. a fixed-latent sample grid)."""
+        (self.path / "arrays").mkdir(exist_ok=True)
+        save_npz(self.path / "arrays" / f"{name}-gen-{generation:06d}.npz", {"array": array})
+
+    def arrays(self, name: str) -> dict[int, np.ndarray]:
+        """All saved arrays of one name by generation."""
+        out = {}
+        for p in sorted((self.path / "arrays").glob(f"{name}-gen-*.npz")):
+            out[int(p.stem.rsplit("-", 1)[1])] = load_npz(p)["array"]
+        return out
+
     def add_timing(self, generation: int, phases: dict[str, float]) -> None:
         """Append wall-clock seconds per phase for one generation (informational)."""
         p = self.path / "timings.csv"

@@ -15,11 +15,22 @@ def _gmm_config():
     return GMMConfig
 
 
+def _vae(cfg, source, chains):
+    from .labelled import LabelledVAE  # torch loads only when an image family is used
+    return LabelledVAE(cfg, source, chains)
+
+
+def _vae_config():
+    from .labelled import LabelledVAEConfig
+    return LabelledVAEConfig
+
+
 FAMILIES = {
     "gaussian": (GaussianConfig, lambda cfg, src, s: GaussianFamily(cfg, src.dim, s), "vector"),
     "gmm": (_gmm_config, _gmm, "vector"),
     "kde": (KDEConfig, lambda cfg, src, s: KDEFamily(cfg, src.dim, s), "vector"),
     "categorical": (CategoricalConfig, lambda cfg, src, s: CategoricalFamily(cfg, src.k, s), "category"),
+    "vae": (_vae_config, _vae, "image"),
 }
 
 

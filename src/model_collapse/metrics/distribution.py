@@ -9,8 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from scipy.special import ndtr
-from scipy.stats import chi2
+from scipy.special import chdtri, ndtr
 
 
 @dataclass
@@ -25,6 +24,7 @@ class Context:
     reference: Any        # held-out true data shared by all chains (M, ...)
     rng: np.random.Generator
     store: Any = None     # the RunStore, for tables (store.add_table) beyond per-chain columns
+    exp: Any = None       # the validated experiment (seed, generations, ...)
 
 
 def params(ctx: Context) -> dict[str, np.ndarray]:
@@ -113,7 +113,7 @@ def tail(ctx: Context) -> dict[str, np.ndarray]:
     # d-dim: the Mahalanobis radius whose chi2(d) tail equals the 1-D 3-sd tail.
     x = ctx.samples - m0[0]
     maha = np.einsum("snd,de,sne->sn", x, np.linalg.inv(c0[0]), x)
-    return {"tail": (maha > chi2.ppf(1 - TAIL_MASS, ctx.model.dim)).mean(axis=1)}
+    return {"tail": (maha > chdtri(ctx.model.dim, TAIL_MASS)).mean(axis=1)}
 
 
 def nll(ctx: Context) -> dict[str, np.ndarray]:
