@@ -82,9 +82,11 @@ def _cross_checks(exp) -> list[str]:
             continue
         need = METRICS[m][1]
         dim = _dim(exp)
-        bad = ((need == "image") != (src_kind == "image")
+        bad = ((need == "image" and src_kind != "image")
+               or (need not in (None, "image") and src_kind == "image")
                or (need in ("1d",) and dim != 1)
                or (need == "1d-or-2d" and dim not in (1, 2))
+               or (need == "truth" and src_kind == "image")
                or (need == "closed-kl" and exp.model.kind not in ("gaussian", "categorical"))
                or (need == "tail" and (dim is None or (dim > 1 and getattr(exp.model, "summary", False)))))
         if bad:

@@ -15,7 +15,7 @@ from tqdm import tqdm
 from .errors import DivergenceError
 from .families import FAMILIES
 from .filters import FILTERS
-from .metrics import METRICS, Context
+from .metrics import Context, metric_impl
 from .regimes import REGIMES
 from .rng import Seeds
 from .sources import SOURCES
@@ -54,7 +54,8 @@ def run_generations(exp, store, progress: bool | None = None) -> int:
     seeds = Seeds(exp.seed)
     source, model, regime, filt = build(exp)
     # A metric is a function, or a class whose instance keeps state (with state_dict to resume).
-    metrics = {m: (METRICS[m][0]() if isinstance(METRICS[m][0], type) else METRICS[m][0]) for m in exp.metrics}
+    metrics = {m: metric_impl(m) for m in exp.metrics}
+    metrics = {m: (fn() if isinstance(fn, type) else fn) for m, fn in metrics.items()}
     stateful = {m: fn for m, fn in metrics.items() if hasattr(fn, "state_dict")}
     reference = source.reference(exp.reference_n, seeds.rng("reference"))
     real = source.real(regime.size(0), seeds.rng("real"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import warnings
 from pathlib import Path
 
@@ -15,6 +16,8 @@ import yaml  # noqa: E402
 from ..store import read_metrics  # noqa: E402
 
 SKIP = {"generation", "chain"}
+# Histogram columns have figures of their own (plots/images.py), not one panel each.
+HISTOGRAM = re.compile(r"(class|pix_hist)_\d+")
 
 
 def _load(run: Path):
@@ -68,7 +71,7 @@ def plot_metrics(runs: dict[str, Path], out: Path) -> Path:
     """One panel per metric column; several runs (variants) are overlaid."""
     from ..theory import expected
     loaded = {k: _load(p) for k, p in runs.items()}
-    cols = [c for c in next(iter(loaded.values()))[1] if c not in SKIP]
+    cols = [c for c in next(iter(loaded.values()))[1] if c not in SKIP and not HISTOGRAM.fullmatch(c)]
     fig, axes = _grid(len(cols))
     for i, (label, (exp, c, rows)) in enumerate(loaded.items()):
         for ax, name in zip(axes, cols):
@@ -151,6 +154,17 @@ def plot_density(run: Path, out: Path) -> Path | None:
     return path
 
 
+def plot_images(run: Path) -> list[Path]:
+    """Fixed-latent grids (one PNG per generation, an animated GIF), class histograms, classifier heatmaps."""
+    from ..store import RunStore
+    from .images import plot_image_run, save_generation_grid
+    exp, _, _ = _load(run)
+    shape = {"digits": (8, 8)}.get(exp.source.kind, (28, 28))
+    for g, grid in RunStore(run).arrays("grid").items():
+        save_generation_grid(run, g, grid[0].reshape(-1, *shape), ncol=8)   # chain 0
+    return plot_image_run(run)
+
+
 def plot_run(run: Path) -> list[Path]:
     """Draw every figure of a run directory (and of its variants); returns the files written."""
     run = Path(run)
@@ -163,6 +177,8 @@ def plot_run(run: Path) -> list[Path]:
         d = plot_density(r, r / "figures")
         if d:
             written.append(d)
+        if (r / "arrays").exists() or (r / "classifier_matrix.csv").exists() or "class_0" in read_metrics(r)[0]:
+            written += plot_images(r)
     if len(runs) > 1:
         (run / "figures").mkdir(exist_ok=True)
         written.append(plot_metrics(runs, run / "figures"))
