@@ -49,7 +49,7 @@ def test_every_error_listed_with_dotted_path():
 
 
 @pytest.mark.parametrize("change, needle", [
-    ({"regime": {"kind": "mix", "n": 10, "true": 0.5, "fitted": 0.4}}, "sum to 1"),
+    ({"regime": {"kind": "mix", "n": 10, "truth": 0.5, "fitted": 0.4}}, "sum to 1"),
     ({"source": {"kind": "gaussian", "mean": [0, 0], "cov": [[1, 2], [2, 1]]}}, "positive definite"),
     ({"model": {"kind": "nope"}}, "model"),
     ({"regime": {"kind": "sometimes"}}, "regime"),
@@ -103,7 +103,7 @@ def test_variants_side_by_side(tmp_path):
 
 LONG = {**BASE, "chains": 50, "generations": 400, "checkpoint_seconds": 0,
         "source": {"kind": "gaussian", "mean": [0, 0]}, "regime": {"kind": "mix", "n": 200, "previous": 0.5,
-                                                              "fitted": 0.3, "true": 0.2},
+                                                              "fitted": 0.3, "truth": 0.2},
         "metrics": ["params", "kl", "nll", "tail"]}
 
 

@@ -66,7 +66,7 @@ def test_regime_contract(kind):
     """Training-set sizes follow the regime's rule; nothing is modified in place."""
     regime_cfg = {"kind": kind, "n": 40}
     if kind == "mix":
-        regime_cfg.update(true=0.25, real=0.25, previous=0.25, fitted=0.25, grow=10)
+        regime_cfg.update(truth=0.25, real=0.25, previous=0.25, fitted=0.25, grow=10)
     exp, source, model, regime = make("gaussian" if "gaussian" in FAMILIES else DIST_FAMILIES[0],
                                       regime=regime_cfg)
     rng = np.random.default_rng(0)
@@ -87,7 +87,12 @@ def test_regime_contract(kind):
 
 
 def test_sources_registered():
-    """Every source kind builds from its default config."""
+    """Distribution sources build from defaults with a truth; image sources give the label-last layout."""
     for kind, (cfg_cls, ctor) in SOURCES.items():
-        src = ctor(cfg_cls(), 2)
-        assert src.truth is not None
+        if kind in ("gaussian", "gmm", "categorical"):
+            assert ctor(cfg_cls(), 2).truth is not None
+    src = SOURCES["digits"][1](SOURCES["digits"][0](kind="digits"), 2)
+    real = src.real(100, np.random.default_rng(0))
+    assert real.shape == (2, 100, 65) and real.dtype == np.uint8
+    assert set(np.unique(real[..., -1])) <= set(range(10))
+    assert src.reference(50, np.random.default_rng(0)).shape == (50, 65)

@@ -126,9 +126,9 @@ class VAEFamily:
         x = self._pixels(data)
         gen = torch.Generator().manual_seed(int(rng.integers(2 ** 62)))
         with num_threads(self.cfg.threads):
+            before = None if self.flat is None else self.flat.clone()   # training runs in place
             if self.flat is None or self.cfg.init == "fresh":
                 self.flat = init_flat(self.net, gen)
-            before = self.flat.clone()
             train, val = self._split(x, gen)
             val_eps = torch.randn(self.chains, val.shape[1], self.cfg.latent, generator=gen)
             try:

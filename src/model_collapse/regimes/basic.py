@@ -94,7 +94,7 @@ class Accumulate(Replace):
         self.pool = unpack("pool", state)
 
 
-SHARES = ("true", "real", "previous", "fitted")
+SHARES = ("truth", "real", "previous", "fitted")
 
 
 class MixConfig(Component):
@@ -103,7 +103,7 @@ class MixConfig(Component):
     kind: Literal["mix"] = "mix"
     n: int = Field(1000, gt=0)
     grow: int = Field(0, ge=0)  # training-set size at generation g is n + grow * g
-    true: float = 0.0
+    truth: float = 0.0          # fresh draws from the true distribution (or the real pool)
     real: float = 0.0
     previous: float = 0.0
     fitted: float = 1.0
@@ -113,7 +113,7 @@ class MixConfig(Component):
         errs = [(f"regime.{k}", "must be in [0, 1]") for k in SHARES if not 0 <= getattr(self, k) <= 1]
         total = sum(getattr(self, k) for k in SHARES)
         if abs(total - 1) > 1e-9:
-            errs.append(("regime", f"shares true + real + previous + fitted must sum to 1 (they sum to {total:g})"))
+            errs.append(("regime", f"shares truth + real + previous + fitted must sum to 1 (they sum to {total:g})"))
         return errs
 
 
@@ -128,7 +128,7 @@ class ScheduleConfig(Component):
     end: float = 1.0
     over: int = Field(100, gt=0)  # generations to go from start to end
     rate: float = 0.05  # exponential: share = end - (end - start) * exp(-rate * g)
-    rest: Literal["fresh", "real"] = "fresh"  # fresh true samples, or a subset of the fixed real set
+    rest: Literal["truth", "real"] = "truth"  # fresh true samples, or a subset of the fixed real set
 
     def check(self, exp):
         """Shares in [0, 1]."""
@@ -154,7 +154,7 @@ def split_counts(n: int, shares: list[float]) -> list[int]:
 
 
 class Mix(Replace):
-    """Training set = true + real + previous + fitted parts, sized by shares."""
+    """Training set = truth + real + previous + fitted parts, sized by shares."""
 
     def __init__(self, cfg):
         super().__init__(cfg)
@@ -165,7 +165,7 @@ class Mix(Replace):
         return self.cfg.n + self.cfg.grow * g
 
     def shares(self, g: int) -> list[float]:
-        """(true, real, previous, fitted) shares at generation g."""
+        """(truth, real, previous, fitted) shares at generation g."""
         return [getattr(self.cfg, k) for k in SHARES]
 
     def samples_needed(self, g: int) -> int:
@@ -200,6 +200,6 @@ class Schedule(Mix):
     """Mix whose synthetic share follows cfg.synthetic_share(g)."""
 
     def shares(self, g: int) -> list[float]:
-        """(true, real, previous, fitted) shares at generation g."""
+        """(truth, real, previous, fitted) shares at generation g."""
         s = self.cfg.synthetic_share(g)
-        return [1 - s, 0.0, 0.0, s] if self.cfg.rest == "fresh" else [0.0, 1 - s, 0.0, s]
+        return [1 - s, 0.0, 0.0, s] if self.cfg.rest == "truth" else [0.0, 1 - s, 0.0, s]
