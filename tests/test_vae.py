@@ -192,3 +192,15 @@ def test_compiled_step_matches_eager(digits):
     comp = fitted(digits, seed=3, s=2, epochs=2, batch=100, compile=True)
     torch.testing.assert_close(comp.flat, eager.flat, rtol=1e-3, atol=1e-4)
     assert not torch.equal(comp.flat, fitted(digits, seed=4, s=2, epochs=2, batch=100).flat)
+
+
+def test_compile_failure_falls_back_to_eager(digits, monkeypatch):
+    def broken(fn, **kw):
+        def run(*a, **k):
+            raise RuntimeError("no C++ compiler")
+        return run
+    monkeypatch.setattr(torch, "compile", broken)
+    with pytest.warns(UserWarning, match="training eagerly"):
+        fam = fitted(digits, seed=3, epochs=2, hidden=[24], compile=True)
+    eager = fitted(digits, seed=3, epochs=2, hidden=[24], compile=False)
+    assert torch.equal(fam.flat, eager.flat)              # the fallback is exactly the eager path

@@ -89,12 +89,15 @@ def run_generations(exp, store, progress: bool | None = None) -> int:
             t1 = time.perf_counter()
             samples = draw(g)
             t2 = time.perf_counter()
-            rows = {}
+            rows, times = {}, {"fit": t1 - t0, "sample": t2 - t1}
+            times.update(getattr(model, "timings", {}))  # a family's own breakdown, e.g. VAE vs classifier
             store.generation = g
             if g % exp.record_every == 0 or g == final:
                 ctx = Context(g, model, samples, train, source, reference, seeds.rng("metric", g), store, exp)
-                for fn in metrics.values():
+                for name, fn in metrics.items():
+                    tm = time.perf_counter()
                     rows.update(fn(ctx))
+                    times[f"metric:{name}"] = time.perf_counter() - tm
             _check_finite(model.params(), g)
             if g in exp.snapshots or g == final:
                 store.save_snapshot(g, model.state_dict())
@@ -105,11 +108,13 @@ def run_generations(exp, store, progress: bool | None = None) -> int:
                 store.add_rows(g, rows, exp.chains)
             state, done = new_state, g
             t3 = time.perf_counter()
-            store.add_timing(g, {"fit": t1 - t0, "sample": t2 - t1, "metrics": t3 - t2}) if t3 - t0 > 0.5 else None
             if g == final or time.monotonic() - last_save >= exp.checkpoint_seconds:
                 store.checkpoint(g, state)
                 store.set_status("running", g)
                 last_save = time.monotonic()
+            times["io"] = time.perf_counter() - t3
+            if time.perf_counter() - t0 > 0.05:  # slow generations only: 10,000 fast ones need no log
+                store.add_timing(g, times)
     except (KeyboardInterrupt, DivergenceError) as e:
         if state is not None and done >= 0:
             store.checkpoint(done, state)

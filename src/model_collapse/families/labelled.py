@@ -10,6 +10,7 @@ trained once on real data instead; labels="none" leaves them unlabelled.
 
 from __future__ import annotations
 
+import time
 from typing import Literal
 
 import numpy as np
@@ -35,19 +36,26 @@ class LabelledVAE:
         self.classifier = [Classifier(cfg.classifier, source.image_shape, source.n_classes)
                            for _ in range(chains)]
         self.clf_info = [{} for _ in range(chains)]
+        self.timings: dict[str, float] = {}  # seconds per phase of the last fit/sample (timings.csv)
 
     def fit(self, data: np.ndarray, rng: np.random.Generator) -> None:
         """Train the VAEs on pixels and (labels="own") each chain's classifier on its labelled items."""
+        t0 = time.perf_counter()
         self.vae.fit(data, rng)
+        self.timings = {"vae_fit": time.perf_counter() - t0}
+        t0 = time.perf_counter()
         if self.cfg.labels == "own":
             seeds = rng.integers(0, 2**62, size=self.chains)
             for c, clf in enumerate(self.classifier):
                 x = data[min(c, len(data) - 1)]
                 self.clf_info[c] = clf.fit(x[:, :-1], x[:, -1], int(seeds[c]))
+        self.timings["classifier_fit"] = time.perf_counter() - t0
 
     def sample(self, n: int, rng: np.random.Generator) -> np.ndarray:
         """n generated images per chain (S, n, P+1), labelled by the chosen classifier."""
+        t0 = time.perf_counter()
         x = self.vae.sample(n, rng)
+        t1 = time.perf_counter()
         for c in range(self.chains):
             clf = self.classifier[c] if self.cfg.labels == "own" else (
                 self.source.reference_classifier() if self.cfg.labels == "reference" else None)
@@ -55,6 +63,7 @@ class LabelledVAE:
                 x[c, :, -1] = clf.predict(x[c, :, :-1])[0]
             else:
                 x[c, :, -1] = UNLABELLED
+        self.timings.update(vae_sample=t1 - t0, labelling=time.perf_counter() - t1)
         return x
 
     def decode(self, z: np.ndarray) -> np.ndarray:

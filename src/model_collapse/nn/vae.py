@@ -12,12 +12,14 @@ chain axis (a linear layer is (S, in, out), applied with ``torch.baddbmm``;
 conv layers are grouped convolutions with groups = S), every activation is
 (S, B, ...), and the loss is the sum of the S per-chain mean losses, so chain
 s's gradient is exactly its own model's gradient and Adam, being elementwise,
-updates each chain exactly as S separate optimisers would. On 2 cores this is
-about 2.7-2.9x the model-epochs per second of S separate models at batch 128.
+updates each chain exactly as S separate optimisers would. What it buys depends
+on how much of a step is fixed overhead: 4x the model-epochs/s for a small 8x8
+VAE with 8 chains, but only ~1.1x for the W2 MNIST VAE at batch 128, whose
+compiled single-chain step is already mostly matmul (benchmarks/bench_vae.py).
 
-Parameters are a plain dict name -> tensor so the same functions serve
-autograd (eager), ``torch.func.grad`` (inside ``torch.compile``) and numpy
-state dicts.
+All weights live in one flat float32 buffer; the network functions take a
+dict name -> (S, ...) view of it, so the same code serves autograd (eager),
+``torch.func.grad`` (inside ``torch.compile``) and numpy state dicts.
 """
 
 from __future__ import annotations

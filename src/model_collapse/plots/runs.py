@@ -112,7 +112,7 @@ def plot_density(run: Path, out: Path) -> Path | None:
     elif source.dim == 1:
         m0, c0 = truth.moments()
         sd = np.sqrt(c0[0, 0, 0])
-        x = np.linspace(m0[0, 0] - 6 * sd, m0[0, 0] + 6 * sd, 600)
+        x = np.linspace(m0[0, 0] - 4 * sd, m0[0, 0] + 4 * sd, 600)
         nc = min(exp.chains, 4)
         fig, axes = plt.subplots(1, nc, figsize=(3.6 * nc, 3), squeeze=False)
         for c, ax in enumerate(axes[0]):
