@@ -148,3 +148,14 @@ def test_list_shows_recipes(capsys):
     out = capsys.readouterr().out
     for p in CONFIGS:
         assert p.stem in out
+
+
+def test_demo_report_quick(tmp_path):
+    """collapse demo writes a report with each recipe's figures and a first/last-generation table."""
+    from model_collapse.report import demo
+    report = demo(tmp_path / "demo", quick=True, recipes=["gaussian-85-20"])
+    text = report.read_text()
+    assert "## gaussian-85-20" in text and "| var |" in text
+    for line in text.splitlines():
+        if line.startswith("!["):
+            assert (report.parent / line.split("(")[1].rstrip(")")).exists(), line
