@@ -66,7 +66,7 @@ def end2end() -> dict:
     return res
 
 
-def protocol(generations: int = 6, n: int = 20000, epochs: int = 100) -> dict:
+def protocol(generations: int = 6, n: int = 20000, epochs: int = 50) -> dict:
     """Early stopping vs fixed epochs on a shorter run: time and collapse curves side by side."""
     common = [f"generations={generations}", f"regime.n={n}"]
     fast, fixed = OUT / "protocol-early-stop", OUT / "protocol-fixed"
