@@ -13,7 +13,6 @@ scale, uint8 or float16. Training keeps them as one tensor in their own dtype
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import io
 import math
@@ -30,6 +29,7 @@ from pydantic import Field
 from torch import nn
 
 from ..schema import Component
+from .vae import num_threads
 
 MEAN, STD = 0.1307, 0.3081  # MNIST pixel mean and std on [0, 1]; used for every image set
 UNLABELLED = 255             # label value of an item without a class (project-wide data layout)
@@ -111,19 +111,6 @@ def _init_weights(net: nn.Module, gen: torch.Generator) -> None:
             nn.init.uniform_(m.bias, -bound, bound, generator=gen)
 
 
-@contextlib.contextmanager
-def _threads(n: int):
-    """Temporarily use n torch threads (n = 0: unchanged)."""
-    old = torch.get_num_threads()
-    if n > 0:
-        torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        if n > 0:
-            torch.set_num_threads(old)
-
-
 def _adam(params, lr: float) -> torch.optim.Adam:
     """Fused Adam where this torch build has it (about 1.4x faster steps at batch 128)."""
     try:
@@ -196,7 +183,7 @@ class Classifier:
         lrs = _schedule(cfg, max_epochs * per_epoch)
         Xv, Yv = X[val], Y[val]
         best, best_acc, best_loss, stale, epochs, train_loss = None, -1.0, math.nan, 0, 0, math.nan
-        with _threads(cfg.threads):
+        with num_threads(cfg.threads):
             for epochs in range(1, max_epochs + 1):
                 train_loss = self._epoch(X, Y, tr, opt, gen, lrs[(epochs - 1) * per_epoch:])
                 if n_val == 0:
@@ -249,7 +236,7 @@ class Classifier:
     def predict(self, x) -> tuple[np.ndarray, np.ndarray]:
         """Labels (N,) int64 and class probabilities (N, C) float32 of images x (N, P)."""
         self.net.eval()
-        with _threads(self.cfg.threads):
+        with num_threads(self.cfg.threads):
             probs = torch.softmax(self._logits(self._tensor(x)), dim=1)
         return probs.argmax(1).numpy().astype(np.int64), probs.numpy()
 
@@ -258,7 +245,7 @@ class Classifier:
         y = np.asarray(y).astype(np.int64)
         keep = (y >= 0) & (y < self.n_classes)
         x = np.asarray(x).reshape(len(y), -1)[keep]
-        with _threads(self.cfg.threads):
+        with num_threads(self.cfg.threads):
             return self._score(self._tensor(x), torch.from_numpy(y[keep]))
 
     def state_dict(self) -> dict[str, np.ndarray]:
