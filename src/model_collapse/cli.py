@@ -14,7 +14,7 @@ from .errors import CollapseError, ConfigError, DivergenceError, RunDirError
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
 
-def _runs(exp_raw: dict, out: Path, base_name: str):
+def _runs(exp_raw: dict, out: Path):
     """(variant name or None, raw config, run dir) for every run an experiment holds."""
     from .config import variant_raw
     names = list((exp_raw.get("variants") or {}).keys())
@@ -37,7 +37,7 @@ def _execute(raw: dict, out: Path, overwrite: bool, resume: bool, progress) -> N
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write(out / "config.yaml", dump(top).encode())
-    for name, vraw, vdir in _runs(raw, out, top.name):
+    for name, vraw, vdir in _runs(raw, out):
         exp = validate(vraw)
         if (vdir / "config.yaml").exists() and resume:
             store = RunStore(vdir)

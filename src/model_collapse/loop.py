@@ -78,7 +78,10 @@ def run_generations(exp, store, progress: bool | None = None) -> int:
         samples = draw(last) if start < exp.generations else None
     done, last_save = start - 1, time.monotonic()
     final = exp.generations - 1
-    old_term = signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM: stop like Ctrl-C
+    # SIGTERM stops like Ctrl-C; SIGINT is re-armed because a shell starts background jobs
+    # with it ignored, and a run must always be stoppable into a resumable state.
+    old_term = signal.signal(signal.SIGTERM, signal.default_int_handler)
+    old_int = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         for g in tqdm(range(start, exp.generations), disable=None if progress is None else not progress,
                       initial=start, total=exp.generations,
@@ -123,5 +126,6 @@ def run_generations(exp, store, progress: bool | None = None) -> int:
         raise
     finally:
         signal.signal(signal.SIGTERM, old_term)
+        signal.signal(signal.SIGINT, old_int)
     store.set_status("complete", done)
     return done

@@ -49,8 +49,6 @@ def _section(name: str, out: Path, seconds: float) -> str:
             text += [f"### variant {run.name}", ""]
             for fig in sorted((run / "figures").glob("*.png")):
                 text += [f"![{fig.stem}]({fig.relative_to(out.parent)})", ""]
-        elif run == out and not (out / "figures" / "metrics.png").exists():
-            pass
         text += [_summary(run), ""]
     return "\n".join(text)
 
