@@ -278,9 +278,9 @@ def test_config_check_and_bad_data():
 
 def test_import_is_lazy_and_missing_compiler_falls_back(tmp_path, monkeypatch):
     """Importing compiles nothing; without a compiler the family warns once and uses NumPy."""
-    code = "import model_collapse.families.gmm as g; assert not g._KERNEL['tried']"
+    code = "import model_collapse.families.gmm as g; assert not g.fast._KERNEL['tried']"
     subprocess.run([sys.executable, "-c", code], check=True)
-    monkeypatch.setattr(G, "_KERNEL", {"kernel": None, "tried": False, "error": None})
+    monkeypatch.setattr(G.fast, "_KERNEL", {"kernel": None, "tried": False, "error": None})
     monkeypatch.setenv("MODEL_COLLAPSE_CACHE", str(tmp_path))
     monkeypatch.setenv("CC", "/bin/false")
     with pytest.warns(RuntimeWarning, match="NumPy"):

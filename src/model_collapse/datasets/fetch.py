@@ -11,18 +11,13 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from ..paths import cache_dir  # re-exported: `from .fetch import cache_dir` keeps working
 from .errors import DataError
 
 __all__ = ["DataError", "cache_dir", "fetch", "md5_file", "mirror_bases", "offline"]
 
 BACKOFF = 0.5  # seconds before the 2nd attempt, doubling after; tests set it to 0
 _CHUNK = 1 << 20
-
-
-def cache_dir() -> Path:
-    """Root of the data cache: $MODEL_COLLAPSE_CACHE, else ~/.cache/model-collapse."""
-    env = os.environ.get("MODEL_COLLAPSE_CACHE")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "model-collapse"
 
 
 def offline() -> bool:

@@ -14,8 +14,9 @@ from typing import Callable
 
 import numpy as np
 
+from ..paths import cache_dir
 from .errors import DataError
-from .fetch import cache_dir, fetch, md5_file
+from .fetch import fetch, md5_file
 from .idx import read_idx
 
 MNIST_MD5 = {

@@ -1,0 +1,274 @@
+"""The ``gmm`` family: its config and S Gaussian mixtures refitted by EM, advanced together."""
+
+from __future__ import annotations
+
+import os
+from typing import ClassVar, Literal
+
+import numpy as np
+from pydantic import Field
+from scipy.special import logsumexp, ndtr
+
+from ...schema import Component
+from . import fast
+from .em import _affine_numpy, _component_logpdf, _fit_numpy, box_muller, kmeans_trials
+from .fast import KMAX, _Runner1D
+
+
+class GMMConfig(Component):
+    """Config of the ``gmm`` family (defaults reproduce scikit-learn's GaussianMixture)."""
+
+    kind: Literal["gmm"] = "gmm"
+    components: int = Field(2, ge=1)
+    covariance: Literal["full", "diag"] = "full"
+    # "kmeans++": fresh k-means++ + Lloyd start every generation (scikit-learn's default);
+    # "warm": EM from the previous generation's fit (k-means++ on the first fit, and again
+    # on any chain whose previous fit was degenerate).
+    init: Literal["warm", "kmeans++"] = "kmeans++"
+    # Stop EM when the mean per-sample log-likelihood changes by less than tol (scikit-learn).
+    tol: float = Field(1e-3, gt=0)
+    max_iter: int = Field(100, ge=1)
+    reg_covar: float = Field(1e-6, ge=0)
+    # Lloyd's k-means inside the k-means++ start: scikit-learn's max_iter and relative tol.
+    kmeans_iter: int = Field(300, ge=1)
+    kmeans_tol: float = Field(1e-4, ge=0)
+    # A component whose responsibilities sum to less than min_count points is "empty".
+    min_count: float = Field(1.0, ge=0)
+    # Absolute variance floor on top of reg_covar, so reg_covar = 0 cannot divide by zero.
+    var_floor: float = Field(1e-12, gt=0)
+    # Samples come grouped by component (as scikit-learn's sample); shuffle makes their order
+    # exchangeable, for regimes that take a prefix.
+    shuffle: bool = False
+    backend: Literal["auto", "c", "numpy"] = "auto"
+    threads: int = Field(0, ge=0)   # 0: every CPU this process may use
+
+    data_kinds: ClassVar[frozenset] = frozenset({"vector"})
+
+    def capabilities(self, source) -> frozenset:
+        """Items, exact density and moments; a CDF in 1-D."""
+        return frozenset({"items", "log_prob", "moments"} | ({"cdf"} if source.dim == 1 else set()))
+
+    def build(self, source, chains: int) -> "GMMFamily":
+        """The family for a built source."""
+        return GMMFamily(self, source.dim, chains)
+
+    def check(self, exp) -> list[tuple[str, str]]:
+        """Each generation must have at least K training points."""
+        n = getattr(getattr(exp, "regime", None), "n", None)
+        if isinstance(n, int) and n < self.components:
+            return [("model.components", f"{self.components} components need at least "
+                     f"{self.components} training points per generation (regime n = {n})")]
+        return []
+
+
+class GMMFamily:
+    """S independent Gaussian mixtures with K components in d dimensions, advanced together.
+
+    State: weights (S, K), means (S, K, d), covs (S, K, d, d) (diagonal ones too), plus
+    ``fitted`` (S,) (a warm start is possible) and ``degenerate`` (S,) of the last fit.
+    """
+
+    def __init__(self, cfg: GMMConfig, dim: int, chains: int):
+        self.cfg, self.dim, self.chains, self.k = cfg, int(dim), int(chains), cfg.components
+        s, k, d = self.chains, self.k, self.dim
+        self.weights = np.full((s, k), 1.0 / k)
+        self.means = np.zeros((s, k, d))
+        self.covs = np.broadcast_to(np.eye(d), (s, k, d, d)).copy()
+        self.fitted = np.zeros(s, dtype=bool)
+        # last fit, per chain: n_iter, converged, mean log-likelihood (lower bound), degenerate
+        self._diag = np.zeros((s, 4))
+        self._diag[:, 2] = np.nan
+        self._runner = None
+        self.last_counts = None
+
+    def __getstate__(self):
+        """Pickle/deepcopy without the ctypes runner (rebuilt on first use)."""
+        return {**self.__dict__, "_runner": None}
+
+    @property
+    def degenerate(self) -> np.ndarray:
+        """(S,) bool: the last fit had an empty component or a variance at the floor."""
+        return self._diag[:, 3] > 0
+
+    @property
+    def n_iter(self) -> np.ndarray:
+        """(S,) EM iterations of the last fit."""
+        return self._diag[:, 0].astype(np.int64)
+
+    @property
+    def converged(self) -> np.ndarray:
+        """(S,) bool: the last fit met tol within max_iter."""
+        return self._diag[:, 1] > 0
+
+    @property
+    def lower_bound(self) -> np.ndarray:
+        """(S,) mean log-likelihood of the training data at the last E-step (scikit-learn's lower_bound_)."""
+        return self._diag[:, 2].copy()
+
+    @classmethod
+    def from_params(cls, weights, means, covs, chains: int, cfg: GMMConfig | None = None) -> "GMMFamily":
+        """Every chain holds weights (K,), means (K, d), covs (K, d, d); not marked fitted."""
+        w = np.asarray(weights, float)
+        m = np.asarray(means, float)
+        m = m[:, None] if m.ndim == 1 else m
+        c = np.asarray(covs, float).reshape(len(w), m.shape[1], m.shape[1])
+        cfg = cfg or GMMConfig(components=len(w))
+        if cfg.components != len(w):
+            raise ValueError(f"cfg.components = {cfg.components} but {len(w)} weights given")
+        fam = cls(cfg, m.shape[1], chains)
+        fam.weights[:] = w / w.sum()
+        fam.means[:] = m
+        fam.covs[:] = c * np.eye(m.shape[1]) if cfg.covariance == "diag" else c
+        return fam
+
+    # ------------------------------------------------------------------ fitting
+
+    def fit(self, data, rng: np.random.Generator, init: str | None = None) -> None:
+        """EM on each chain's data (S, N, d); init overrides cfg.init ("warm" starts from the current state)."""
+        x = np.ascontiguousarray(data, dtype=np.float64)
+        if x.ndim == 2 and self.dim == 1:
+            x = x[:, :, None]
+        s, n, d = x.shape
+        if s != self.chains or d != self.dim:
+            raise ValueError(f"data {x.shape} does not match (chains={self.chains}, N, d={self.dim})")
+        if n < self.k:
+            raise ValueError(f"{self.k} components need at least {self.k} points, got {n}")
+        mode = init or self.cfg.init
+        if mode == "kmeans++":
+            fresh = None                                     # every chain
+        elif init == "warm":
+            fresh = np.zeros(s, bool)                        # explicit: start from the current state
+        else:
+            fresh = ~self.fitted | self.degenerate          # first fit, or re-seed after a collapse
+        runner = self._get_runner()
+        if runner is not None:
+            runner.fit(self, x, rng, fresh)
+        else:
+            # Uniforms for k-means++ are drawn on every fit (used or not), as in the kernel, so the
+            # stream never depends on which chains restart.
+            u = rng.random((s, 1 + (self.k - 1) * kmeans_trials(self.k)))
+            fresh = np.ones(s, bool) if fresh is None else fresh
+            self.weights, self.means, self.covs, self._diag = _fit_numpy(
+                x, u, fresh, self.weights, self.means, self.covs, self.cfg)
+        self.fitted = np.ones(s, dtype=bool)
+
+    def _get_runner(self):
+        """The compiled 1-D path for this family, or None where the NumPy path applies."""
+        if self._runner is None:
+            kern = self._kernel()
+            self._runner = _Runner1D(kern, self) if kern is not None else False
+        return self._runner or None
+
+    def _kernel(self):
+        """The compiled kernel if this configuration may use it, else None."""
+        if self.cfg.backend == "numpy" or self.dim != 1 or self.k > KMAX:
+            if self.cfg.backend == "c" and (self.dim != 1 or self.k > KMAX):
+                raise ValueError("backend='c' covers 1-D data with K <= 64 only")
+            return None
+        kern = fast.load_kernel()
+        if kern is None and self.cfg.backend == "c":
+            raise RuntimeError(f"backend='c' but the GMM kernel could not be built: {fast._KERNEL['error']}")
+        return kern
+
+    def _threads(self, work: int) -> int:
+        """Threads for this much work (points): one below ~50k points, where dispatch costs more."""
+        if work < 50_000 or self.chains == 1:
+            return 1
+        avail = self.cfg.threads or (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+                                     else os.cpu_count() or 1)
+        return max(1, min(avail, self.chains))
+
+    # ---------------------------------------------------------------- sampling
+
+    def sample(self, n: int, rng: np.random.Generator) -> np.ndarray:
+        """n points per chain (S, n, d): component counts ~ Multinomial(n, w), then normals.
+
+        Points come grouped by component, in component order (as scikit-learn's sample);
+        cfg.shuffle permutes each chain's points.
+        """
+        s, d = self.chains, self.dim
+        # one chain: 1-D pvals take numpy's fast path (the same draws as the 2-D call)
+        counts = rng.multinomial(n, self.weights[0])[None] if s == 1 else rng.multinomial(n, self.weights)
+        self.last_counts = counts                                             # (S, K)
+        m = s * n * d
+        npair = (m + 1) // 2
+        raw = rng.bit_generator.random_raw(2 * npair)
+        runner = self._get_runner()
+        if runner is not None:
+            x = runner.sample(self, raw, npair, counts, n)[:m].reshape(s, n, 1)
+        else:
+            z = box_muller(raw)[:m].reshape(s, n, d)
+            x = _affine_numpy(z, counts, self.means, self.covs)
+        if self.cfg.shuffle:
+            x = rng.permuted(x, axis=1)
+        return x
+
+    # ------------------------------------------------------------ evaluation
+
+    def log_prob(self, x: np.ndarray) -> np.ndarray:
+        """Log density of shared points x (M, d) under each chain: (S, M)."""
+        x = np.asarray(x, float).reshape(len(x), self.dim)
+        lp = _component_logpdf(x[None], self.means, self.covs)               # (S, K, M)
+        with np.errstate(divide="ignore"):
+            lw = np.log(self.weights)
+        return logsumexp(lp + lw[:, :, None], axis=1)
+
+    def cdf(self, x: np.ndarray) -> np.ndarray:
+        """1-D only: CDF at shared points x (G,): (S, G)."""
+        if self.dim != 1:
+            raise ValueError("cdf needs 1-D data")
+        x = np.asarray(x, float).ravel()
+        sd = np.sqrt(self.covs[:, :, 0, 0])
+        z = (x[None, None, :] - self.means[:, :, :1]) / sd[:, :, None]       # (S, K, G)
+        return np.einsum("sk,skg->sg", self.weights, ndtr(z))
+
+    def moments(self):
+        """Mixture mean (S, d) and covariance (S, d, d) (law of total covariance)."""
+        w = self.weights[:, :, None]
+        mean = (w * self.means).sum(axis=1)
+        second = np.einsum("sk,skde->sde", self.weights,
+                           self.covs + self.means[:, :, :, None] * self.means[:, :, None, :])
+        return mean, second - mean[:, :, None] * mean[:, None, :]
+
+    def params(self) -> dict[str, np.ndarray]:
+        """Per component k, sorted by mean along axis 0: mean_k (d > 1: mean_k_j), std_k, weight_k; degenerate.
+
+        std_k is the standard deviation in 1-D and sqrt(trace(cov_k) / d), the root-mean-square
+        per-axis standard deviation, in d dimensions.
+        """
+        order = np.argsort(self.means[:, :, 0], axis=1, kind="stable")
+        rows = np.arange(self.chains)[:, None]
+        w, m, c = self.weights[rows, order], self.means[rows, order], self.covs[rows, order]
+        std = np.sqrt(np.trace(c, axis1=2, axis2=3) / self.dim)
+        out = {}
+        for k in range(self.k):
+            if self.dim == 1:
+                out[f"mean_{k}"] = m[:, k, 0]
+            else:
+                for j in range(self.dim):
+                    out[f"mean_{k}_{j}"] = m[:, k, j]
+            out[f"std_{k}"] = std[:, k]
+            out[f"weight_{k}"] = w[:, k]
+        out["degenerate"] = self.degenerate.astype(float)
+        return out
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """Copies of the mixture parameters, warm-start flags and the last fit's diagnostics."""
+        return {"weights": self.weights.copy(), "means": self.means.copy(), "covs": self.covs.copy(),
+                "degenerate": self.degenerate, "fitted": self.fitted.copy(), "n_iter": self.n_iter,
+                "converged": self.converged, "lower_bound": self.lower_bound}
+
+    def load_state_dict(self, state) -> None:
+        """Restore from state_dict()."""
+        s, k, d = self.chains, self.k, self.dim
+        self.weights = np.array(state["weights"], dtype=np.float64).reshape(s, k)
+        self.means = np.array(state["means"], dtype=np.float64).reshape(s, k, d)
+        self.covs = np.array(state["covs"], dtype=np.float64).reshape(s, k, d, d)
+
+        def get(key, default):
+            """One (S,) column of the state as float, with a default for older states."""
+            return np.asarray(state[key] if key in state else default, dtype=np.float64).reshape(s)
+
+        self.fitted = get("fitted", np.ones(s)) > 0
+        self._diag = np.stack([get("n_iter", np.zeros(s)), get("converged", np.zeros(s)),
+                               get("lower_bound", np.full(s, np.nan)), get("degenerate", np.zeros(s))], axis=1)
