@@ -14,11 +14,12 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from .errors import ConfigError
-from .families import FAMILIES, family_config
-from .filters import FILTERS
-from .metrics import METRICS
-from .regimes import REGIMES
-from .sources import SOURCES
+from .kinds import Needs, family_mismatch, mismatches
+from .metrics import metric_entry
+from .plugins import find, names, registry
+
+COMPONENTS = {"source": "sources", "model": "families", "regime": "regimes", "filter": "filters"}
+NOUN = {"sources": "source", "families": "family", "regimes": "regime", "filters": "filter"}
 
 
 def _union(classes: list[type]):
@@ -35,7 +36,8 @@ class Settings(BaseModel):
     seed: int = Field(0, ge=0)
     chains: int = Field(1, gt=0)
     generations: int = Field(10, gt=0, description="rows per chain: generation 0 (fit to real data) .. generations-1")
-    metrics: list[str] = ["params"]
+    # Each entry a metric name, or a mapping with its name and parameters: {name: tail, k: 2}.
+    metrics: list[Union[str, dict[str, Any]]] = ["params"]
     reference_n: int = Field(10000, gt=0)
     record_every: int = Field(1, gt=0)
     snapshots: list[int] = []
@@ -43,68 +45,94 @@ class Settings(BaseModel):
     variants: dict[str, dict[str, Any]] = {}
 
 
-def experiment_model():
-    """The Experiment model with one discriminated union per registry."""
+def _components(raw: dict) -> tuple[dict, list[str]]:
+    """Config classes per component (built-in plus any plugin the raw config names), and lookup errors."""
+    classes, errors = {}, []
+    for comp, group in COMPONENTS.items():
+        reg = dict(registry(group))
+        kind = raw.get(comp, {}).get("kind") if isinstance(raw.get(comp), dict) else None
+        if isinstance(kind, str) and kind not in reg:
+            try:
+                found = find(group, kind)
+            except ConfigError as e:
+                errors.append(f"{comp}.kind: {e}")
+                found = None
+            else:
+                if found is None:
+                    errors.append(f"{comp}.kind: unknown {NOUN[group]} '{kind}'; choose from "
+                                  f"{', '.join(dict.fromkeys(names(group)))}, or name a plugin as package.module:Class")
+            if found is not None:
+                reg[kind] = found
+        classes[comp] = list(dict.fromkeys(reg.values()))
+    return classes, errors
+
+
+def experiment_model(raw: dict | None = None):
+    """The Experiment model with one discriminated union per component (plugins the raw config names included)."""
+    classes, _ = _components(raw or {})
     return create_model(
         "Experiment", __base__=Settings,
-        source=(_union(list(dict.fromkeys(c for c, _ in SOURCES.values()))), ...),
-        model=(_union([family_config(k) for k in FAMILIES]), ...),
-        regime=(_union([c for c, _ in REGIMES.values()]), ...),
-        filter=(_union([c for c, _ in FILTERS.values()]), FILTERS["none"][0]()),
+        source=(_union(classes["source"]), ...),
+        model=(_union(classes["model"]), ...),
+        regime=(_union(classes["regime"]), ...),
+        filter=(_union(classes["filter"]), classes["filter"][0]()),
     )
 
 
-def _path(loc: tuple) -> str:
+def _path(loc: tuple, raw: dict) -> str:
     """Dotted path from a pydantic location, dropping union tags (model.gaussian.ddof -> model.ddof)."""
-    parts, prev = [], None
-    for item in loc:
-        if prev in ("source", "model", "regime", "filter") and len(parts) == 1 and isinstance(item, str) and "[" not in item:
-            tagged = {"source": SOURCES, "model": FAMILIES, "regime": REGIMES, "filter": FILTERS}[prev]
-            if item in tagged:
-                prev = item
-                continue
-        parts.append(str(item))
-        prev = item
+    parts = [str(x) for x in loc]
+    if len(parts) > 1 and parts[0] in COMPONENTS:
+        given = raw.get(parts[0], {}).get("kind") if isinstance(raw.get(parts[0]), dict) else None
+        if parts[1] == given or parts[1] in names(COMPONENTS[parts[0]]):
+            del parts[1]
     return ".".join(parts)
 
 
-def _cross_checks(exp) -> list[str]:
-    """Checks that span components: sizes, compatibility, metric applicability."""
+def _metric_checks(exp, src, caps) -> list[str]:
+    """Each metric entry: known, valid parameters, and needs met by source and model."""
     errs = []
-    for comp in ("source", "model", "regime", "filter"):
-        errs += [f"{p}: {m}" for p, m in getattr(exp, comp).check(exp)]
-    src_kind = {"gaussian": "vector", "gmm": "vector", "categorical": "category"}.get(exp.source.kind, "image")
-    if FAMILIES[exp.model.kind][2] != src_kind:
-        errs.append(f"model.kind: family '{exp.model.kind}' cannot fit {src_kind} data from source '{exp.source.kind}'")
-    for m in exp.metrics:
-        if m not in METRICS:
-            errs.append(f"metrics: unknown metric '{m}'; choose from {', '.join(METRICS)}")
+    for i, entry in enumerate(exp.metrics):
+        name, params = metric_entry(entry)
+        if name in [metric_entry(e)[0] for e in exp.metrics[:i]]:
+            errs.append(f"metrics.{i}: metric '{name}' is listed twice; give it once (with its parameters)")
             continue
-        need = METRICS[m][1]
-        dim = _dim(exp)
-        bad = ((need == "image" and src_kind != "image")
-               or (need not in (None, "image") and src_kind == "image")
-               or (need in ("1d",) and dim != 1)
-               or (need == "1d-or-2d" and dim not in (1, 2))
-               or (need == "truth" and src_kind == "image")
-               or (need == "closed-kl" and exp.model.kind not in ("gaussian", "categorical"))
-               or (need == "tail" and (dim is None or (dim > 1 and getattr(exp.model, "summary", False)))))
-        if bad:
-            errs.append(f"metrics: '{m}' does not apply to this source/model ({need})")
-    if any(g < 0 for g in exp.snapshots):
-        errs.append("snapshots: generations must be >= 0 (ones past the last generation are ignored)")
+        try:
+            spec = find("metrics", name)
+        except ConfigError as e:
+            errs.append(f"metrics.{i}: {e}")
+            continue
+        if spec is None:
+            errs.append(f"metrics.{i}: unknown metric '{name}'; choose from {', '.join(names('metrics'))}")
+            continue
+        try:
+            spec.params(**params)
+        except ValidationError as e:
+            errs += [f"metrics.{i}.{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors()]
+        errs += [f"metrics.{i}: {m}" for m in mismatches(f"metric {name}", spec.needs, src, exp.model.kind, caps)]
     return errs
 
 
-def _dim(exp):
-    """Dimension of vector data (None for categories/images)."""
-    src = exp.source
-    if src.kind == "gaussian":
-        return len(src.mean)
-    if src.kind == "gmm":
-        m = src.means
-        return 1 if m and not isinstance(m[0], list) else len(m[0])
-    return None
+def _cross_checks(exp) -> list[str]:
+    """Checks that span components, from their declarations: kinds, capabilities, sizes."""
+    errs = []
+    for comp in COMPONENTS:
+        errs += [f"{p}: {m}" for p, m in getattr(exp, comp).check(exp)]
+    src = exp.source.declare()
+    fit = family_mismatch(exp.model.kind, exp.model.data_kinds, src)
+    if fit:
+        return errs + [f"model.kind: {m}" for m in fit]
+    caps = exp.model.capabilities(src)
+    errs += _metric_checks(exp, src, caps)
+    if exp.filter.kind != "none":   # a filter keeps a subset of items: summaries cannot be filtered
+        need = Needs(model=("items",))
+        errs += [f"filter.kind: {m}" for m in mismatches(f"filter {exp.filter.kind}", need, src, exp.model.kind, caps)
+                 + mismatches(f"filter {exp.filter.kind}", exp.filter.needs, src, exp.model.kind, caps)]
+    errs += [f"regime.kind: {m}" for m in mismatches(f"regime {exp.regime.kind}", exp.regime.needs, src,
+                                                     exp.model.kind, caps)]
+    if any(g < 0 for g in exp.snapshots):
+        errs.append("snapshots: generations must be >= 0 (ones past the last generation are ignored)")
+    return errs
 
 
 def set_dotted(tree: dict, key: str, value: Any) -> None:
@@ -151,12 +179,14 @@ def load_raw(path: str | Path, overrides: list[str] = ()) -> dict:
 
 def validate(raw: dict):
     """Validate a raw experiment dict; raise ConfigError listing every problem with its dotted path."""
-    errors = []
+    _, errors = _components(raw)
+    if errors:
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(errors))
     try:
-        exp = experiment_model()(**raw)
+        exp = experiment_model(raw)(**raw)
     except ValidationError as e:
         for err in e.errors():
-            errors.append(f"{_path(err['loc'])}: {err['msg']}")
+            errors.append(f"{_path(err['loc'], raw)}: {err['msg']}")
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(errors)) from None
     errors = _cross_checks(exp)
     for name, over in exp.variants.items():

@@ -1,8 +1,17 @@
-"""Base class for every configurable component (source, family, regime, filter)."""
+"""Base class for every configurable component (source, family, regime, filter).
+
+A component's config class is also its declaration: validation reads what it
+fits, offers or needs from the class (kinds.py), and `build` imports the
+implementation only when a run starts, so validating never imports torch.
+"""
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from pydantic import BaseModel, ConfigDict
+
+from .kinds import Needs
 
 
 class Component(BaseModel):
@@ -10,6 +19,14 @@ class Component(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    # Families: the data kinds they fit. Metrics, filters, regimes: what they need.
+    data_kinds: ClassVar[frozenset] = frozenset()
+    needs: ClassVar[Needs] = Needs()
+
     def check(self, exp) -> list[tuple[str, str]]:
         """Cross-field checks against the whole experiment: (dotted path, message) pairs."""
         return []
+
+    def capabilities(self, source) -> frozenset:
+        """Families: what a model with this config can do on data from `source` (a SourceDecl)."""
+        return frozenset()

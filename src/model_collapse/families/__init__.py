@@ -1,40 +1,20 @@
-"""Family registry: name -> (config class, constructor(cfg, source, chains), data kind)."""
+"""Family registry: name -> config class.
 
-from .categorical import CategoricalConfig, CategoricalFamily
-from .gaussian import GaussianConfig, GaussianFamily
-from .kde import KDEConfig, KDEFamily
+A family's config class declares the data kinds it fits and what a fitted
+model can do (`data_kinds`, `capabilities()`), and `build(source, chains)`
+imports the implementation only when a run starts (torch for the VAE).
+"""
 
-
-def _gmm(cfg, source, chains):
-    from .gmm import GMMFamily  # compiled kernels load lazily
-    return GMMFamily(cfg, source.dim, chains)
-
-
-def _gmm_config():
-    from .gmm import GMMConfig
-    return GMMConfig
-
-
-def _vae(cfg, source, chains):
-    from .labelled import LabelledVAE  # torch loads only when an image family is used
-    return LabelledVAE(cfg, source, chains)
-
-
-def _vae_config():
-    from .labelled import LabelledVAEConfig
-    return LabelledVAEConfig
-
+from .categorical import CategoricalConfig
+from .gaussian import GaussianConfig
+from .gmm import GMMConfig
+from .kde import KDEConfig
+from .vae_config import LabelledVAEConfig
 
 FAMILIES = {
-    "gaussian": (GaussianConfig, lambda cfg, src, s: GaussianFamily(cfg, src.dim, s), "vector"),
-    "gmm": (_gmm_config, _gmm, "vector"),
-    "kde": (KDEConfig, lambda cfg, src, s: KDEFamily(cfg, src.dim, s), "vector"),
-    "categorical": (CategoricalConfig, lambda cfg, src, s: CategoricalFamily(cfg, src.k, s), "category"),
-    "vae": (_vae_config, _vae, "image"),
+    "gaussian": GaussianConfig,
+    "gmm": GMMConfig,
+    "kde": KDEConfig,
+    "categorical": CategoricalConfig,
+    "vae": LabelledVAEConfig,
 }
-
-
-def family_config(kind: str):
-    """The config class of a registered family."""
-    cls = FAMILIES[kind][0]
-    return cls if isinstance(cls, type) else cls()

@@ -9,7 +9,7 @@ the number of surviving categories falls until one is left.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import ClassVar, Literal
 
 import numpy as np
 
@@ -24,6 +24,16 @@ class CategoricalConfig(Component):
     smoothing: float = 0.0
     # Draw category counts (exact multinomial) instead of N individual items.
     summary: bool = False
+
+    data_kinds: ClassVar[frozenset] = frozenset({"category"})
+
+    def capabilities(self, source) -> frozenset:
+        """Exact probabilities; items unless it draws counts."""
+        return frozenset({"log_prob", "probs"} | (set() if self.summary else {"items"}))
+
+    def build(self, source, chains: int) -> "CategoricalFamily":
+        """The family for a built source."""
+        return CategoricalFamily(self, source.k, chains)
 
 
 @dataclass

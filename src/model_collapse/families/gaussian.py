@@ -9,7 +9,7 @@ var grows, so single chains still wander towards 0.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import ClassVar, Literal
 
 import numpy as np
 from scipy.special import ndtr
@@ -27,6 +27,17 @@ class GaussianConfig(Component):
     # Wishart) instead of N points: exact in distribution, O(d^2) not O(N d).
     summary: bool = False
     var_floor: float = 1e-12
+
+    data_kinds: ClassVar[frozenset] = frozenset({"vector"})
+
+    def capabilities(self, source) -> frozenset:
+        """Exact density and moments; a CDF in 1-D; items unless it draws summaries."""
+        return frozenset({"log_prob", "moments"} | ({"cdf"} if source.dim == 1 else set())
+                         | (set() if self.summary else {"items"}))
+
+    def build(self, source, chains: int) -> "GaussianFamily":
+        """The family for a built source."""
+        return GaussianFamily(self, source.dim, chains)
 
 
 @dataclass

@@ -8,7 +8,7 @@ covariance): the opposite drift to the MLE Gaussian's shrinkage.
 
 from __future__ import annotations
 
-from typing import Literal, Union
+from typing import ClassVar, Literal, Union
 
 import numpy as np
 from scipy.special import logsumexp, ndtr
@@ -24,6 +24,16 @@ class KDEConfig(Component):
     # scipy.stats.gaussian_kde); "scott" is n^(-1/(d+4)), "silverman"
     # (n (d+2) / 4)^(-1/(d+4)).
     bandwidth: Union[float, Literal["scott", "silverman"]] = "scott"
+
+    data_kinds: ClassVar[frozenset] = frozenset({"vector"})
+
+    def capabilities(self, source) -> frozenset:
+        """Items, exact density and moments; a CDF in 1-D."""
+        return frozenset({"items", "log_prob", "moments"} | ({"cdf"} if source.dim == 1 else set()))
+
+    def build(self, source, chains: int) -> "KDEFamily":
+        """The family for a built source."""
+        return KDEFamily(self, source.dim, chains)
 
 
 class KDEFamily:

@@ -1,28 +1,15 @@
-"""Filter registry: name -> (config class, constructor(cfg)).
+"""Filter registry: name -> config class (which declares its needs and builds the filter).
 
-A filter curates or verifies a generation's samples before they are reused.
+A filter curates or verifies a generation's samples before they are reused:
+built with its parameters and the source (so it can reach the reference
+classifier or the true density), it sees the model and a batch of samples and
+returns which to keep. The loop (stage.py) draws more until every chain has
+the count the regime needs, and records the acceptance rate per chain.
 """
 
-from typing import Literal
+from .basic import NoFilterConfig, RandomFilterConfig
 
-from ..schema import Component
-
-
-class NoFilterConfig(Component):
-    """Reuse every sample."""
-
-    kind: Literal["none"] = "none"
-
-
-class NoFilter:
-    """Pass samples through unchanged."""
-
-    def __init__(self, cfg):
-        self.cfg = cfg
-
-    def __call__(self, samples, model, rng):
-        """The samples, untouched."""
-        return samples
-
-
-FILTERS = {"none": (NoFilterConfig, NoFilter)}
+FILTERS = {
+    "none": NoFilterConfig,
+    "random": RandomFilterConfig,
+}

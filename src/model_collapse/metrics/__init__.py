@@ -1,41 +1,96 @@
-"""Metric registry: name -> (implementation, requirement).
+"""Metric registry: name -> Metric (implementation, needs, parameters).
 
-An implementation is a function(Context) -> {column: (S,)} or a class whose
-instances keep state across generations (with state_dict/load_state_dict so a
-resumed run continues exactly). Image metrics are named "module:attribute" and
-imported on first use, so distribution runs never load torch.
-
-The requirement lets config validation refuse a metric that cannot apply:
-"1d" (1-D continuous truth), "1d-or-2d", "closed-kl" (Gaussian or categorical
-family and truth), "tail", "truth" (a known true distribution), "image".
+An implementation is a function(Context, **params) -> {column: (S,)} or a
+class built with the params whose instances keep state across generations
+(with state_dict/load_state_dict so a resumed run continues exactly). It is
+named "module:attribute" and imported on first use, so distribution runs
+never load torch. A metric entry in a config is a name or a mapping with the
+name and parameters (`{name: tail, k: 2}`).
 """
 
+from __future__ import annotations
+
+import functools
 import importlib
+from dataclasses import dataclass
+from typing import Any
 
-from .distribution import Context, kl, l2, nll, params, tail, wasserstein
+from pydantic import BaseModel, ConfigDict, Field
 
+from ..kinds import Needs
+from .distribution import Context
+
+
+class Params(BaseModel):
+    """Base class of a metric's parameters: strict, like every config."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TailParams(Params):
+    """`tail`: mass beyond k true standard deviations."""
+
+    k: float = Field(3.0, gt=0)
+
+
+class ClassesParams(Params):
+    """`classes`: how many samples per chain the reference classifier labels."""
+
+    n: int = Field(10000, gt=0)
+
+
+class MatrixParams(Params):
+    """`classifier_matrix`: labelled items per generation kept to score later classifiers."""
+
+    subset: int = Field(2000, gt=0)
+
+
+@dataclass(frozen=True)
+class Metric:
+    """A registered metric: where its code is, what it needs, what parameters it takes."""
+
+    impl: Any                       # "module:attribute" under this package, or the object itself
+    needs: Needs = Needs()
+    params: type = Params
+
+    def load(self):
+        """The function or class (importing lazily)."""
+        if not isinstance(self.impl, str):
+            return self.impl
+        module, attr = self.impl.split(":")
+        return getattr(importlib.import_module(f"{__name__}.{module}"), attr)
+
+    def instantiate(self, params: dict):
+        """A callable ctx -> columns with these parameters bound (a new instance for classes)."""
+        impl, kw = self.load(), self.params(**params).model_dump()
+        return impl(**kw) if isinstance(impl, type) else (functools.partial(impl, **kw) if kw else impl)
+
+
+TRUTH_1D = Needs(kinds=("vector",), source=("truth",), dims=(1,))
 METRICS = {
-    "params": (params, None),
-    "kl": (kl, "closed-kl"),
-    "wasserstein": (wasserstein, "1d"),
-    "l2": (l2, "1d-or-2d"),
-    "tail": (tail, "tail"),
-    "nll": (nll, "truth"),
-    "pixels": ("images:pixels", "image"),
-    "classes": ("images:classes", "image"),
-    "latent_std": ("images:LatentStd", "image"),
-    "classifier_matrix": ("images:ClassifierMatrix", "image"),
-    "grid": ("grid:sample_grid", "image"),
+    "params": Metric("distribution:params"),
+    "kl": Metric("distribution:kl", Needs(truth=("gaussian", "categorical"), truth_is_model=True)),
+    "wasserstein": Metric("distribution:wasserstein", Needs(kinds=("vector",), truth=("gaussian", "gmm"),
+                                                            dims=(1,), model=("cdf",))),
+    "l2": Metric("distribution:l2", Needs(kinds=("vector",), source=("truth",), dims=(1, 2), model=("log_prob",))),
+    "tail": Metric("distribution:tail", Needs(kinds=("vector",), truth=("gaussian", "gmm"),
+                                              model_any=("cdf", "items")), TailParams),
+    "nll": Metric("distribution:nll", Needs(model=("log_prob",), source=("truth",))),
+    "pixels": Metric("images:pixels", Needs(kinds=("image",))),
+    "classes": Metric("images:classes", Needs(kinds=("image",), source=("reference_classifier",)), ClassesParams),
+    "latent_std": Metric("images:LatentStd", Needs(kinds=("image",), model=("encode",))),
+    "classifier_matrix": Metric("images:ClassifierMatrix", Needs(kinds=("image",), model=("classify",)),
+                                MatrixParams),
+    "grid": Metric("grid:sample_grid", Needs(kinds=("image",), model=("decode",))),
 }
 
 
-def metric_impl(name: str):
-    """The function or class registered under name (importing image metrics lazily)."""
-    impl = METRICS[name][0]
-    if isinstance(impl, str):
-        module, attr = impl.split(":")
-        impl = getattr(importlib.import_module(f"{__name__}.{module}"), attr)
-    return impl
+def metric_entry(entry) -> tuple[str, dict]:
+    """(name, params) of a config's metric entry: a name, or a mapping with `name` and parameters."""
+    if isinstance(entry, str):
+        return entry, {}
+    params = dict(entry)
+    return str(params.pop("name", "")), params
 
 
-__all__ = ["METRICS", "Context", "metric_impl"]
+__all__ = ["METRICS", "Context", "Metric", "Needs", "Params", "metric_entry"]

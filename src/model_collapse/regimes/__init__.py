@@ -1,12 +1,11 @@
-"""Regime registry: name -> (config class, constructor(cfg))."""
+"""Regime registry: name -> config class (which builds the regime)."""
 
-from .basic import (Accumulate, AccumulateConfig, AccumulateSubsampleConfig, Mix,
-                    MixConfig, Replace, ReplaceConfig, Schedule, ScheduleConfig)
+from .basic import AccumulateConfig, AccumulateSubsampleConfig, MixConfig, ReplaceConfig, ScheduleConfig
 
 REGIMES = {
-    "replace": (ReplaceConfig, Replace),
-    "accumulate": (AccumulateConfig, Accumulate),
-    "accumulate-subsample": (AccumulateSubsampleConfig, Accumulate),
-    "mix": (MixConfig, Mix),
-    "schedule": (ScheduleConfig, Schedule),
+    "replace": ReplaceConfig,
+    "accumulate": AccumulateConfig,
+    "accumulate-subsample": AccumulateSubsampleConfig,
+    "mix": MixConfig,
+    "schedule": ScheduleConfig,
 }

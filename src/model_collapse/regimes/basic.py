@@ -13,13 +13,14 @@ Regimes never modify arrays in place: checkpoints hold references to them.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field
 
 import numpy as np
 
 from ..data import Data, concat, pack, size, subset, unpack
+from ..kinds import Needs
 from ..schema import Component
 
 
@@ -29,17 +30,30 @@ class ReplaceConfig(Component):
     kind: Literal["replace"] = "replace"
     n: int = Field(1000, gt=0)
 
+    def build(self) -> "Replace":
+        """The regime object for a run."""
+        return Replace(self)
+
 
 class AccumulateConfig(ReplaceConfig):
     """Train on the real data plus every generation's n samples so far."""
 
     kind: Literal["accumulate"] = "accumulate"
 
+    def build(self) -> "Accumulate":
+        """The regime object for a run."""
+        return Accumulate(self)
+
 
 class AccumulateSubsampleConfig(ReplaceConfig):
     """Train on a random subset of n items of the accumulated pool."""
 
     kind: Literal["accumulate-subsample"] = "accumulate-subsample"
+    needs: ClassVar[Needs] = Needs(model=("items",))   # random subsets need the items themselves
+
+    def build(self) -> "Accumulate":
+        """The regime object for a run."""
+        return Accumulate(self)
 
 
 class Replace:
@@ -108,6 +122,10 @@ class MixConfig(Component):
     previous: float = 0.0
     fitted: float = 1.0
 
+    def build(self) -> "Mix":
+        """The regime object for a run."""
+        return Mix(self)
+
     def check(self, exp):
         """Shares in [0, 1] summing to 1; positive size."""
         errs = [(f"regime.{k}", "must be in [0, 1]") for k in SHARES if not 0 <= getattr(self, k) <= 1]
@@ -129,6 +147,10 @@ class ScheduleConfig(Component):
     over: int = Field(100, gt=0)  # generations to go from start to end
     rate: float = 0.05  # exponential: share = end - (end - start) * exp(-rate * g)
     rest: Literal["truth", "real"] = "truth"  # fresh true samples, or a subset of the fixed real set
+
+    def build(self) -> "Schedule":
+        """The regime object for a run."""
+        return Schedule(self)
 
     def check(self, exp):
         """Shares in [0, 1]."""

@@ -1,15 +1,14 @@
-"""Data-source registry: name -> (config class, constructor(cfg, chains))."""
+"""Data-source registry: name -> config class (which declares the source and builds it)."""
 
-from .distributions import (CategoricalSourceConfig, DistributionSource,
-                            GaussianSourceConfig, GMMSourceConfig)
-from .images import ImageSource, ImageSourceConfig
+from .distributions import CategoricalSourceConfig, GaussianSourceConfig, GMMSourceConfig
+from .images import ImageSourceConfig
 
 SOURCES = {
-    "gaussian": (GaussianSourceConfig, DistributionSource),
-    "gmm": (GMMSourceConfig, DistributionSource),
-    "categorical": (CategoricalSourceConfig, DistributionSource),
-    "mnist": (ImageSourceConfig, ImageSource),
-    "fashion-mnist": (ImageSourceConfig, ImageSource),
-    "emnist": (ImageSourceConfig, ImageSource),
-    "digits": (ImageSourceConfig, ImageSource),
+    "gaussian": GaussianSourceConfig,
+    "gmm": GMMSourceConfig,
+    "categorical": CategoricalSourceConfig,
+    "mnist": ImageSourceConfig,
+    "fashion-mnist": ImageSourceConfig,
+    "emnist": ImageSourceConfig,
+    "digits": ImageSourceConfig,
 }

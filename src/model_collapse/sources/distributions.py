@@ -12,6 +12,7 @@ import numpy as np
 
 from ..families.categorical import CategoricalFamily
 from ..families.gaussian import GaussianFamily
+from ..kinds import SourceDecl
 from ..schema import Component
 
 
@@ -31,6 +32,14 @@ class GaussianSourceConfig(Component):
     mean: list[float] = [0.0]
     std: Optional[list[float]] = None
     cov: Optional[list[list[float]]] = None
+
+    def declare(self) -> SourceDecl:
+        """Vectors of len(mean) dimensions from a known Gaussian truth."""
+        return SourceDecl(self.kind, "vector", frozenset({"truth"}), dim=len(self.mean), truth="gaussian")
+
+    def build(self, chains: int) -> "DistributionSource":
+        """The source object for a run."""
+        return DistributionSource(self, chains)
 
     def covariance(self) -> np.ndarray:
         """The (d, d) true covariance."""
@@ -65,6 +74,16 @@ class GMMSourceConfig(Component):
     means: Union[list[float], list[list[float]]] = [-2.0, 2.0]
     stds: Optional[Union[list[float], list[list[float]]]] = None
     covs: Optional[list[list[list[float]]]] = None
+
+    def declare(self) -> SourceDecl:
+        """Vectors from a known Gaussian-mixture truth."""
+        m = self.means
+        dim = len(m[0]) if m and isinstance(m[0], list) else 1
+        return SourceDecl(self.kind, "vector", frozenset({"truth"}), dim=dim, truth="gmm")
+
+    def build(self, chains: int) -> "DistributionSource":
+        """The source object for a run."""
+        return DistributionSource(self, chains)
 
     def arrays(self):
         """weights (K,), means (K, d), covs (K, d, d)."""
@@ -103,6 +122,14 @@ class CategoricalSourceConfig(Component):
     k: int = 10
     dist: Literal["uniform", "zipf"] = "uniform"
     exponent: float = 1.0
+
+    def declare(self) -> SourceDecl:
+        """Category indices from a known categorical truth."""
+        return SourceDecl(self.kind, "category", frozenset({"truth"}), truth="categorical")
+
+    def build(self, chains: int) -> "DistributionSource":
+        """The source object for a run."""
+        return DistributionSource(self, chains)
 
     def probs(self) -> np.ndarray:
         """The (K,) true probabilities."""

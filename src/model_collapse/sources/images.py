@@ -13,7 +13,8 @@ from typing import Literal, Optional
 import numpy as np
 
 from ..datasets import load_images
-from ..datasets.fetch import cache_dir
+from ..paths import cache_dir
+from ..kinds import SourceDecl
 from ..schema import Component
 
 UNLABELLED = 255
@@ -27,6 +28,14 @@ class ImageSourceConfig(Component):
     folder: Optional[str] = None        # MNIST / Fashion-MNIST: a folder holding the four .gz files
     dtype: Literal["uint8", "float16"] = "uint8"
     classifier: Literal["cnn", "mlp"] = "cnn"   # architecture of the reference classifier
+
+    def declare(self) -> SourceDecl:
+        """Labelled images, with a reference classifier trained once on the real data."""
+        return SourceDecl(self.kind, "image", frozenset({"reference_classifier", "labels"}))
+
+    def build(self, chains: int) -> "ImageSource":
+        """The source object for a run (loads the data set)."""
+        return ImageSource(self, chains)
 
 
 def to_layout(images: np.ndarray, labels: np.ndarray, dtype: str = "uint8") -> np.ndarray:

@@ -1,0 +1,176 @@
+"""Contract checks for every kind of component: built-in entries and plugins alike.
+
+tests/test_contracts.py runs them over every registry entry; a plugin's own
+tests call the same functions (`check_family({"kind": "mypkg.fam:MyConfig"})`).
+Each raises AssertionError with a message saying which rule failed.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .config import validate
+from .kinds import CAPABILITIES, DATA_KINDS
+from .loop import build, build_metrics
+from .metrics import Context
+
+# A small source of each data kind, and settings that make a family quick to fit on it.
+SOURCE_FOR = {
+    "vector": {"kind": "gmm", "weights": [0.3, 0.7], "means": [[-2.0, 0.0], [2.0, 1.0]],
+               "stds": [[1.0, 0.5], [0.7, 1.0]]},
+    "category": {"kind": "categorical", "k": 6, "dist": "zipf"},
+    "image": {"kind": "digits"},
+}
+QUICK = {"vae": {"hidden": [32], "latent": 4, "epochs": 2, "val_fraction": 0.1, "batch": 64, "compile": False,
+                 "classifier": {"kind": "mlp", "hidden": [32], "max_epochs": 2}}}
+N = {"vector": 400, "category": 400, "image": 300}
+
+
+def experiment(model: dict, source: dict | None = None, chains: int = 3, regime: dict | None = None, **extra):
+    """A validated experiment for a family config on a suitable (or the given) source."""
+    from .plugins import find
+    cls = find("families", model["kind"])
+    assert cls is not None, f"no family '{model['kind']}'"
+    kinds = sorted(cls.data_kinds)
+    assert kinds and set(kinds) <= set(DATA_KINDS), f"{model['kind']}: data_kinds {kinds} not in {list(DATA_KINDS)}"
+    source = source or SOURCE_FOR[next(k for k in kinds if k in SOURCE_FOR)]
+    kind = source.get("kind")
+    data_kind = "image" if kind in ("digits", "mnist", "emnist", "fashion-mnist") else \
+        "category" if kind == "categorical" else "vector"
+    raw = {"chains": chains, "generations": 3, "source": source,
+           "model": {**QUICK.get(model["kind"], {}), **model},
+           "regime": regime or {"kind": "replace", "n": N.get(data_kind, 300)}, **extra}
+    return validate(raw)
+
+
+def _same(a, b) -> bool:
+    return np.array_equal(np.asarray(a), np.asarray(b))
+
+
+def check_family(model: dict, source: dict | None = None, chains: int = 3) -> None:
+    """fit/sample shapes, (S,) finite params, deterministic sampling, state round trip, declared capabilities."""
+    exp = experiment(model, source, chains)
+    src_decl = exp.source.declare()
+    caps = exp.model.capabilities(src_decl)
+    assert set(caps) <= set(CAPABILITIES), f"unknown capabilities {set(caps) - set(CAPABILITIES)}"
+    source, fam, regime, _ = build(exp)
+    n = regime.size(0)
+    fam.fit(source.real(n, np.random.default_rng(0)), np.random.default_rng(1))
+    s = fam.sample(50, np.random.default_rng(2))
+    if "items" in caps:
+        assert np.asarray(s).shape[:2] == (chains, 50), f"sample(50) gave shape {np.shape(s)}"
+        assert _same(s, fam.sample(50, np.random.default_rng(2))), "sampling is not determined by the rng"
+    for name, col in fam.params().items():
+        assert np.shape(col) == (chains,), f"params()[{name!r}] has shape {np.shape(col)}, expected ({chains},)"
+        assert np.all(np.isfinite(col)), f"params()[{name!r}] is not finite after a fit on true data"
+    state = {k: np.array(v) for k, v in fam.state_dict().items()}
+    assert all(isinstance(v, np.ndarray) for v in state.values())
+    other = build(exp)[1]
+    other.load_state_dict(state)
+    if "items" in caps:
+        assert _same(other.sample(50, np.random.default_rng(2)), s), "a loaded state samples differently"
+    ref = source.reference(30, np.random.default_rng(3))
+    if "log_prob" in caps:
+        lp = fam.log_prob(ref)
+        assert lp.shape == (chains, 30) and np.all(np.isfinite(lp)), "log_prob must give finite (S, M)"
+    if "cdf" in caps:
+        f = fam.cdf(np.linspace(-5, 5, 11))
+        assert f.shape == (chains, 11) and np.all(np.diff(f, axis=1) >= -1e-12), "cdf must be (S, G), rising"
+    if "moments" in caps:
+        m, c = fam.moments()
+        assert m.shape[0] == c.shape[0] == chains
+    if "encode" in caps:
+        z = fam.encode_mean(ref[None])
+        assert z.shape[:2] == (chains, 30)
+    if "decode" in caps:
+        assert fam.decode(np.zeros((chains, 5, fam.cfg.latent))).shape[:2] == (chains, 5)
+
+
+def check_filter(filt: dict, model: dict | None = None, chains: int = 3) -> None:
+    """A filter returns a (S, n) boolean keep mask, determined by its rng, and fills a generation."""
+    from .filters.stage import filtered_sample
+    exp = experiment(model or {"kind": "gaussian"}, chains=chains, filter=filt)
+    source, fam, regime, f = build(exp)
+    fam.fit(source.real(regime.size(0), np.random.default_rng(0)), np.random.default_rng(1))
+    x = fam.sample(200, np.random.default_rng(2))
+    keep = np.asarray(f(x, fam, np.random.default_rng(3)))
+    assert keep.shape == (chains, 200) and keep.dtype == bool, f"keep mask {keep.shape} {keep.dtype}"
+    assert _same(keep, f(x, fam, np.random.default_rng(3))), "the keep mask is not determined by the rng"
+    out, rate = filtered_sample(fam, f, 100, np.random.default_rng(4), np.random.default_rng(5), 20)
+    assert out.shape[:2] == (chains, 100) and rate.shape == (chains,) and np.all((rate > 0) & (rate <= 1))
+
+
+def check_metric(entry, model: dict, source: dict | None = None, chains: int = 3) -> None:
+    """A metric gives (S,) columns, the same ones at every generation, determined by its inputs."""
+    exp = experiment(model, source, chains, metrics=[entry])
+    source_obj, fam, regime, _ = build(exp)
+    real = source_obj.real(regime.size(0), np.random.default_rng(0))
+    ref = source_obj.reference(200, np.random.default_rng(1))
+    states, samples = [], []
+    for g in range(2):   # two generations of the model, kept to replay
+        fam.fit(real, np.random.default_rng(10 + g))
+        states.append(fam.state_dict())
+        samples.append(fam.sample(regime.samples_needed(g), np.random.default_rng(20 + g)))
+    runs = []
+    for _ in range(2):   # twice, with fresh metric instances: the same numbers
+        (fn,) = build_metrics(exp).values()
+        store, out = _ScratchStore(), []
+        for g in range(2):
+            fam.load_state_dict(states[g])
+            store.generation = g
+            out.append(fn(Context(g, fam, samples[g], real, source_obj, ref, np.random.default_rng(30), store, exp)))
+        runs.append(out)
+    for a, b in zip(*runs):
+        assert list(a) == list(b) and all(_same(a[k], b[k]) for k in a), "the metric is not deterministic"
+        for k, v in a.items():
+            assert np.shape(v) == (chains,), f"column {k} has shape {np.shape(v)}, expected ({chains},)"
+    assert list(runs[0][0]) == list(runs[0][1]), "columns changed between generations"
+
+
+class _ScratchStore:
+    """What a metric may call on a store (tables and arrays), kept in memory."""
+
+    def __init__(self):
+        self.generation, self.tables, self.saved = 0, [], {}
+
+    def add_table(self, name, rows, generation=None):
+        self.tables.append((name, rows))
+
+    def save_array(self, name, generation, array):
+        self.saved[(name, generation)] = array
+
+
+def check_regime(regime: dict, model: dict | None = None) -> list[int]:
+    """Training sets are non-empty, one per chain, and real data is never modified; returns the sizes."""
+    exp = experiment(model or {"kind": "gaussian"}, regime=regime)
+    source, fam, reg, _ = build(exp)
+    rng = np.random.default_rng(0)
+    real = source.real(reg.size(0), rng)
+    frozen = np.array(real, copy=True)
+    reg.first(real)
+    fam.fit(real, rng)
+    sizes = []
+    for g in range(1, 5):
+        train = reg.next(g, fam.sample(reg.samples_needed(g - 1), rng), real, source, rng)
+        assert train.shape[0] == fam.chains and train.shape[1] > 0, f"generation {g}: training set {train.shape}"
+        sizes.append(train.shape[1])
+        fam.fit(train, rng)
+    assert _same(real, frozen), "the regime modified the real data in place"
+    return sizes
+
+
+def check_source(cfg: dict, chains: int = 2) -> None:
+    """A source declares a known data kind and gives (S, n, ...) real, fresh and (M, ...) reference data."""
+    from .plugins import find
+    cls = find("sources", cfg["kind"])
+    conf = cls(**cfg)
+    decl = conf.declare()
+    assert decl.data_kind in DATA_KINDS and set(decl.caps) <= set(CAPABILITIES)
+    src = conf.build(chains)
+    real = src.real(40, np.random.default_rng(0))
+    assert np.shape(real)[:2] == (chains, 40)
+    assert np.shape(src.fresh(10, np.random.default_rng(1)))[:2] == (chains, 10)
+    ref = src.reference(30, np.random.default_rng(2))
+    assert np.shape(ref)[0] == 30 and np.shape(ref)[1:] == np.shape(real)[2:]
+    if "truth" in decl.caps:
+        assert src.truth is not None

@@ -1,0 +1,79 @@
+"""Configs of the ``vae`` family, free of torch so validating an experiment never imports it."""
+
+from __future__ import annotations
+
+from typing import ClassVar, Literal, Optional
+
+from pydantic import Field, model_validator
+
+from ..nn.config import ClassifierConfig
+from ..schema import Component
+
+
+class VAEConfig(Component):
+    """Config of the ``vae`` family (defaults: W2's 784-128-128-20 MLP VAE with a Gaussian decoder)."""
+
+    kind: Literal["vae"] = "vae"
+    arch: Literal["mlp", "conv"] = "mlp"
+    # Dense widths of the encoder; the decoder mirrors them. hidden=[256, 32, 24], latent=16
+    # gives the 784-256-32-24-16 preset.
+    hidden: list[int] = Field(default_factory=lambda: [128, 128], min_length=1)
+    latent: int = Field(20, ge=1)
+    # conv only: channels of the two 3x3 stride-2 encoder convs (mirrored by 4x4 transposed convs).
+    channels: list[int] = Field(default_factory=lambda: [32, 64], min_length=1)
+    # gaussian: sum of squares on data normalised with MNIST's mean/std (W2); bernoulli: BCE on [0, 1].
+    decoder: Literal["gaussian", "bernoulli"] = "gaussian"
+    lr: float = Field(1e-3, gt=0)
+    # 128 as W2: fastest to a given held-out loss here. 512 runs ~1.4x more images/s but needs
+    # far more epochs (benchmarks/bench_vae.py: loss 160 after 25 epochs at 128, 39 at 256,
+    # not within 45 at 512 with lr 2e-3).
+    batch: int = Field(128, ge=1)
+    # Fixed-epoch protocol: exactly this many epochs, no early stopping (W2's original used 200).
+    epochs: Optional[int] = Field(None, ge=1)
+    max_epochs: int = Field(200, ge=1)
+    min_epochs: int = Field(5, ge=1)
+    # Share of each chain's items held out for the ELBO that drives early stopping and params().
+    # 0 (only with `epochs`): train on every item; params() then reports the training-set loss.
+    val_fraction: float = Field(0.1, ge=0, lt=1)
+    # Stop once the held-out loss has not improved by min_rel_improvement (relative) for
+    # `patience` epochs; the improvement is measured against the last epoch that did improve
+    # by that much, so slow steady progress still counts. Measured on MNIST (W2 net): from
+    # scratch these defaults stop at epoch 69 with held-out loss 149.8 (150 epochs reach
+    # 144.5); a warm second generation, on the VAE's own samples, stops after 10 epochs.
+    patience: int = Field(5, ge=1)
+    min_rel_improvement: float = Field(3e-3, ge=0)
+    # warm: keep training the previous generation's VAE (the original experiment); fresh: re-initialise.
+    init: Literal["warm", "fresh"] = "warm"
+    temperature: float = Field(1.0, gt=0)   # prior draws z ~ N(0, temperature^2 I)
+    threads: int = Field(0, ge=0)           # torch threads while fitting/sampling; 0 = torch's default (all cores)
+    # Compile the whole train step (forward, backward, Adam) into one graph: ~1.5x faster epochs
+    # than our eager path (2.2-2.6x the DataLoader reference, benchmarks/bench_vae.py) after a
+    # one-off compile per process and architecture (a few s, ~15-30 s with a cold inductor
+    # cache); falls back to eager autograd + fused Adam when compiling fails.
+    compile: bool = True
+
+    @model_validator(mode="after")
+    def _need_heldout(self):
+        """Early stopping needs held-out data."""
+        if self.epochs is None and self.val_fraction == 0:
+            raise ValueError("early stopping needs held-out data: set val_fraction > 0, or set epochs "
+                             "for a fixed number of epochs")
+        return self
+
+
+class LabelledVAEConfig(VAEConfig):
+    """VAE settings plus the per-generation classifier that labels its samples."""
+
+    labels: Literal["own", "reference", "none"] = "own"
+    classifier: ClassifierConfig = Field(default_factory=lambda: ClassifierConfig(target_accuracy=0.98))
+
+    data_kinds: ClassVar[frozenset] = frozenset({"image"})
+
+    def capabilities(self, source) -> frozenset:
+        """Image items, latent codes both ways; a classifier of its own when it labels its samples."""
+        return frozenset({"items", "encode", "decode"} | ({"classify"} if self.labels == "own" else set()))
+
+    def build(self, source, chains: int):
+        """The (VAE, classifier) family for a built image source (imports torch)."""
+        from .labelled import LabelledVAE
+        return LabelledVAE(self, source, chains)
