@@ -13,21 +13,26 @@ import numpy as np
 from tqdm import tqdm
 
 from .errors import DivergenceError
-from .families import FAMILIES
-from .filters import FILTERS
-from .metrics import Context, metric_impl
-from .regimes import REGIMES
+from .filters.stage import filtered_sample
+from .metrics import Context, metric_entry
+from .plugins import find
 from .rng import Seeds
-from .sources import SOURCES
 
 
 def build(exp):
-    """Instantiate the source, model family, regime and filter an experiment names."""
-    source = SOURCES[exp.source.kind][1](exp.source, exp.chains)
-    model = FAMILIES[exp.model.kind][1](exp.model, source, exp.chains)
-    regime = REGIMES[exp.regime.kind][1](exp.regime)
-    filt = FILTERS[exp.filter.kind][1](exp.filter)
-    return source, model, regime, filt
+    """Instantiate the source, model family, regime and filter (None: no filter) an experiment names."""
+    source = exp.source.build(exp.chains)
+    model = exp.model.build(source, exp.chains)
+    return source, model, exp.regime.build(), exp.filter.build(source)
+
+
+def build_metrics(exp) -> dict:
+    """name -> callable(ctx) with its parameters bound (stateful metrics are fresh instances)."""
+    out = {}
+    for entry in exp.metrics:
+        name, params = metric_entry(entry)
+        out[name] = find("metrics", name).instantiate(params)
+    return out
 
 
 def _prefixed(prefix: str, arrays: dict) -> dict:
@@ -49,24 +54,62 @@ def _check_finite(columns: dict[str, np.ndarray], g: int) -> None:
             "at the last good generation (resume it after changing settings, e.g. a lower learning rate)")
 
 
+class _Stopper:
+    """Turns SIGINT/SIGTERM into a clean stop at a generation boundary.
+
+    A signal during a short generation (or while a checkpoint is written) only sets a flag:
+    the loop stops after the generation, with the model and store consistent. During a long
+    generation (a VAE fit) it raises KeyboardInterrupt at once, and the loop falls back to the
+    state it copied after the previous generation. SIGINT is re-armed because a shell starts
+    background jobs with it ignored, and a run must always be stoppable into a resumable state.
+    """
+
+    PATIENCE = 1.0   # seconds a generation may still run after a signal before it is cut short
+
+    def __init__(self):
+        self.requested, self.since, self.busy = False, time.monotonic(), False
+
+    def __call__(self, signum, frame):
+        self.requested = True
+        if not self.busy and time.monotonic() - self.since > self.PATIENCE:
+            raise KeyboardInterrupt
+
+    def __enter__(self):
+        self.old = {sig: signal.signal(sig, self) for sig in (signal.SIGINT, signal.SIGTERM)}
+        return self
+
+    def __exit__(self, *exc):
+        for sig, handler in self.old.items():
+            signal.signal(sig, handler)
+
+
 def run_generations(exp, store, progress: bool | None = None) -> int:
     """Run (or continue) an experiment into a RunStore; returns the last complete generation."""
     seeds = Seeds(exp.seed)
     source, model, regime, filt = build(exp)
     # A metric is a function, or a class whose instance keeps state (with state_dict to resume).
-    metrics = {m: metric_impl(m) for m in exp.metrics}
-    metrics = {m: (fn() if isinstance(fn, type) else fn) for m, fn in metrics.items()}
+    metrics = build_metrics(exp)
     stateful = {m: fn for m, fn in metrics.items() if hasattr(fn, "state_dict")}
     reference = source.reference(exp.reference_n, seeds.rng("reference"))
     real = source.real(regime.size(0), seeds.rng("real"))
     regime.first(real)
 
     def draw(g):
-        """Generation g's filtered samples (deterministic given the fitted model)."""
-        raw = model.sample(regime.samples_needed(g), seeds.rng("sample", g))
-        return filt(raw, model, seeds.rng("filter", g))
+        """Generation g's samples, filtered, and the acceptance rate per chain (deterministic given the model)."""
+        n = regime.samples_needed(g)
+        if filt is None:
+            return model.sample(n, seeds.rng("sample", g)), None
+        return filtered_sample(model, filt, n, seeds.rng("sample", g), seeds.rng("filter", g),
+                               getattr(exp.filter, "max_rounds", 10), f"filter {exp.filter.kind}")
 
-    start, samples, state = 0, None, None
+    def state_now() -> dict:
+        """Copies of everything a resume needs, as of the last complete generation."""
+        out = {**_prefixed("model/", model.state_dict()), **_prefixed("regime/", regime.state_dict())}
+        for m, fn in stateful.items():
+            out.update(_prefixed(f"metric/{m}/", fn.state_dict()))
+        return out
+
+    start, samples, accept = 0, None, None
     ckpt = store.latest_checkpoint()
     if ckpt is not None:
         last = int(ckpt["__generation"])
@@ -74,58 +117,79 @@ def run_generations(exp, store, progress: bool | None = None) -> int:
         regime.load_state_dict(_unprefixed("regime/", ckpt))
         for m, fn in stateful.items():
             fn.load_state_dict(_unprefixed(f"metric/{m}/", ckpt))
-        state, start = _unprefixed("", ckpt), last + 1
-        samples = draw(last) if start < exp.generations else None
-    done, last_save = start - 1, time.monotonic()
+        start = last + 1
+        if start < exp.generations:
+            samples, accept = draw(last)
+    done, saved, last_save = start - 1, start - 1, time.monotonic()
+    copied = None   # (generation, state) copied after a slow generation, for a stop mid-way through the next
     final = exp.generations - 1
-    # SIGTERM stops like Ctrl-C; SIGINT is re-armed because a shell starts background jobs
-    # with it ignored, and a run must always be stoppable into a resumable state.
-    old_term = signal.signal(signal.SIGTERM, signal.default_int_handler)
-    old_int = signal.signal(signal.SIGINT, signal.default_int_handler)
+    stop = _Stopper()
     try:
-        for g in tqdm(range(start, exp.generations), disable=None if progress is None else not progress,
-                      initial=start, total=exp.generations,
-                      desc=exp.name or "generations", leave=False):
-            t0 = time.perf_counter()
-            train = real if g == 0 else regime.next(g, samples, real, source, seeds.rng("regime", g))
-            model.fit(train, seeds.rng("fit", g))
-            t1 = time.perf_counter()
-            samples = draw(g)
-            t2 = time.perf_counter()
-            rows, times = {}, {"fit": t1 - t0, "sample": t2 - t1}
-            times.update(getattr(model, "timings", {}))  # a family's own breakdown, e.g. VAE vs classifier
-            store.generation = g
-            if g % exp.record_every == 0 or g == final:
-                ctx = Context(g, model, samples, train, source, reference, seeds.rng("metric", g), store, exp)
-                for name, fn in metrics.items():
-                    tm = time.perf_counter()
-                    rows.update(fn(ctx))
-                    times[f"metric:{name}"] = time.perf_counter() - tm
-            _check_finite(model.params(), g)
-            if g in exp.snapshots or g == final:
-                store.save_snapshot(g, model.state_dict())
-            new_state = {**_prefixed("model/", model.state_dict()), **_prefixed("regime/", regime.state_dict())}
-            for m, fn in stateful.items():
-                new_state.update(_prefixed(f"metric/{m}/", fn.state_dict()))
-            if rows:
-                store.add_rows(g, rows, exp.chains)
-            state, done = new_state, g
-            t3 = time.perf_counter()
-            if g == final or time.monotonic() - last_save >= exp.checkpoint_seconds:
-                store.checkpoint(g, state)
-                store.set_status("running", g)
-                last_save = time.monotonic()
-            times["io"] = time.perf_counter() - t3
-            if time.perf_counter() - t0 > 0.05:  # slow generations only: 10,000 fast ones need no log
-                store.add_timing(g, times)
-    except (KeyboardInterrupt, DivergenceError) as e:
-        if state is not None and done >= 0:
-            store.checkpoint(done, state)
-        kind = "failed" if isinstance(e, DivergenceError) else "interrupted"
-        store.set_status(kind, done, message=str(e) or kind)
+        with stop:
+            for g in tqdm(range(start, exp.generations), disable=None if progress is None else not progress,
+                          initial=start, total=exp.generations, desc=exp.name or "generations", leave=False):
+                t0 = time.perf_counter()
+                stop.since = time.monotonic()
+                train = real if g == 0 else regime.next(g, samples, real, source, seeds.rng("regime", g))
+                model.fit(train, seeds.rng("fit", g))
+                t1 = time.perf_counter()
+                samples, accept = draw(g)
+                t2 = time.perf_counter()
+                rows, times, fitted = {}, {"fit": t1 - t0, "sample": t2 - t1}, None
+                times.update(getattr(model, "timings", {}))  # a family's own breakdown, e.g. VAE vs classifier
+                store.generation = g
+                if g % exp.record_every == 0 or g == final:
+                    if accept is not None:
+                        rows["accept_rate"] = accept
+                    ctx = Context(g, model, samples, train, source, reference, seeds.rng("metric", g), store, exp)
+                    for name, fn in metrics.items():
+                        tm = time.perf_counter()
+                        cols = fn(ctx)
+                        rows.update(cols)
+                        times[f"metric:{name}"] = time.perf_counter() - tm
+                        if name == "params":
+                            fitted = cols
+                _check_finite(fitted if fitted is not None else model.params(), g)
+                if g in exp.snapshots or g == final:
+                    store.save_snapshot(g, model.state_dict())
+                if rows:
+                    store.add_rows(g, rows, exp.chains)
+                done = g
+                t3 = time.perf_counter()
+                stop.busy = True   # a signal now waits: the checkpoint must not be torn
+                if g == final or stop.requested or time.monotonic() - last_save >= exp.checkpoint_seconds:
+                    store.checkpoint(g, state_now())
+                    store.set_status("running", g)
+                    saved, last_save = g, time.monotonic()
+                elif t3 - t0 > 0.05:   # slow generations: keep a copy in case the next one is cut short
+                    copied = (g, state_now())
+                stop.busy = False
+                if stop.requested:
+                    raise KeyboardInterrupt
+                times["io"] = time.perf_counter() - t3
+                if t3 - t0 > 0.05:  # slow generations only: 10,000 fast ones need no log
+                    store.add_timing(g, times)
+    except BaseException as e:
+        if not isinstance(e, (KeyboardInterrupt, Exception)):
+            raise
+        stop.busy = True
+        last = _save_last(store, done, saved, copied)
+        kind = "interrupted" if isinstance(e, KeyboardInterrupt) else "failed"
+        message = kind if isinstance(e, KeyboardInterrupt) else (str(e) or type(e).__name__)
+        if not isinstance(e, (KeyboardInterrupt, DivergenceError)) and str(e):
+            message = f"{type(e).__name__}: {e}"
+        store.set_status(kind, last, message=message)
         raise
-    finally:
-        signal.signal(signal.SIGTERM, old_term)
-        signal.signal(signal.SIGINT, old_int)
     store.set_status("complete", done)
     return done
+
+
+def _save_last(store, done: int, saved: int, copied) -> int:
+    """After a stop: checkpoint the newest consistent state; returns the generation it holds."""
+    if done == saved:
+        return saved
+    if copied is not None and copied[0] == done:
+        store.checkpoint(done, copied[1])
+        return done
+    store.pending.clear()   # rows past the last checkpoint are recomputed exactly on resume
+    return saved
