@@ -47,6 +47,8 @@ def _unprefixed(prefix: str, arrays: dict) -> dict:
 
 def _check_finite(columns: dict[str, np.ndarray], g: int) -> None:
     """Refuse to record a generation whose fitted parameters are NaN or infinite."""
+    if np.isfinite(np.concatenate([np.ravel(v) for v in columns.values()] or [np.zeros(0)])).all():
+        return
     bad = [k for k, v in columns.items() if not np.all(np.isfinite(v))]
     if bad:
         raise DivergenceError(
@@ -130,7 +132,7 @@ def run_generations(exp, store, progress: bool | None = None) -> int:
                           initial=start, total=exp.generations, desc=exp.name or "generations", leave=False):
                 t0 = time.perf_counter()
                 stop.since = time.monotonic()
-                train = real if g == 0 else regime.next(g, samples, real, source, seeds.rng("regime", g))
+                train = real if g == 0 else regime.next(g, samples, real, source, seeds.lazy("regime", g))
                 model.fit(train, seeds.rng("fit", g))
                 t1 = time.perf_counter()
                 samples, accept = draw(g)
@@ -141,7 +143,7 @@ def run_generations(exp, store, progress: bool | None = None) -> int:
                 if g % exp.record_every == 0 or g == final:
                     if accept is not None:
                         rows["accept_rate"] = accept
-                    ctx = Context(g, model, samples, train, source, reference, seeds.rng("metric", g), store, exp)
+                    ctx = Context(g, model, samples, train, source, reference, seeds.lazy("metric", g), store, exp)
                     for name, fn in metrics.items():
                         tm = time.perf_counter()
                         cols = fn(ctx)

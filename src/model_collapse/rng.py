@@ -33,3 +33,23 @@ class Seeds:
     def torch_seed(self, role: str, generation: int = 0) -> int:
         """A 63-bit integer seed for a torch.Generator, derived the same way."""
         return int(self.sequence(role, generation).generate_state(2, np.uint64)[0] >> np.uint64(1))
+
+    def lazy(self, role: str, generation: int = 0) -> "LazyRng":
+        """A generator for (role, generation) built on first use (most generations of a cheap
+        family never touch their regime or metric stream, and building one costs ~10 us)."""
+        return LazyRng(self, role, generation)
+
+
+class LazyRng:
+    """Stands in for the numpy Generator of one (role, generation) until a method is called."""
+
+    __slots__ = ("_args", "_rng")
+
+    def __init__(self, seeds: Seeds, role: str, generation: int):
+        self._args, self._rng = (seeds, role, generation), None
+
+    def __getattr__(self, name):
+        if self._rng is None:
+            seeds, role, generation = self._args
+            self._rng = seeds.rng(role, generation)
+        return getattr(self._rng, name)

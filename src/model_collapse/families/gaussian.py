@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from typing import ClassVar, Literal
 
 import numpy as np
-from scipy.special import ndtr
 
 from ..schema import Component
 
@@ -157,6 +156,7 @@ class GaussianFamily:
     def cdf(self, x: np.ndarray) -> np.ndarray:
         """1-D only: CDF at shared points x (G,): (S, G)."""
         sd = np.sqrt(self.cov[:, 0, 0])
+        from ..special import ndtr
         return ndtr((np.asarray(x)[None, :] - self.mean[:, :1]) / sd[:, None])
 
     def moments(self):

@@ -9,7 +9,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from scipy.special import chdtri, ndtr
 
 
 @dataclass
@@ -65,6 +64,7 @@ def _w1_gaussians(m1, s1, m2, s2) -> np.ndarray:
     W1 = int_0^1 |Q1 - Q2| du = E|a + b Z| with a = m1 - m2, b = s1 - s2,
     Z ~ N(0, 1): the mean of a folded normal.
     """
+    from ..special import ndtr
     a, b = m1 - m2, np.abs(s1 - s2)
     with np.errstate(divide="ignore", invalid="ignore"):
         folded = b * np.sqrt(2 / np.pi) * np.exp(-0.5 * (a / b) ** 2) + a * (1 - 2 * ndtr(-a / b))
@@ -101,6 +101,7 @@ def l2(ctx: Context) -> dict[str, np.ndarray]:
 
 def tail(ctx: Context, k: float = 3.0) -> dict[str, np.ndarray]:
     """Mass beyond +-k sd of the truth (1-D: exact under the fit; d-dim: share of samples past the chi2 radius)."""
+    from ..special import ndtr
     m0, c0 = ctx.source.truth.moments()
     if ctx.model.dim == 1 and hasattr(ctx.model, "cdf"):
         sd = np.sqrt(c0[0, 0, 0])
@@ -110,6 +111,7 @@ def tail(ctx: Context, k: float = 3.0) -> dict[str, np.ndarray]:
     # d-dim: the Mahalanobis radius whose chi2(d) tail equals a 1-D Gaussian's mass beyond k sd.
     x = ctx.samples - m0[0]
     maha = np.einsum("snd,de,sne->sn", x, np.linalg.inv(c0[0]), x)
+    from scipy.special import chdtri
     return {"tail": (maha > chdtri(ctx.model.dim, 2 * ndtr(-k))).mean(axis=1)}
 
 

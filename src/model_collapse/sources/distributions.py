@@ -41,6 +41,10 @@ class GaussianSourceConfig(Component):
         """The source object for a run."""
         return DistributionSource(self, chains)
 
+    def truth(self, chains: int) -> GaussianFamily:
+        """The true distribution as a family object with `chains` identical chains."""
+        return GaussianFamily.from_params(self.mean, self.covariance(), chains)
+
     def covariance(self) -> np.ndarray:
         """The (d, d) true covariance."""
         if self.cov is not None:
@@ -84,6 +88,11 @@ class GMMSourceConfig(Component):
     def build(self, chains: int) -> "DistributionSource":
         """The source object for a run."""
         return DistributionSource(self, chains)
+
+    def truth(self, chains: int):
+        """The true distribution as a family object with `chains` identical chains."""
+        from ..families.gmm import GMMFamily
+        return GMMFamily.from_params(*self.arrays(), chains)
 
     def arrays(self):
         """weights (K,), means (K, d), covs (K, d, d)."""
@@ -131,6 +140,10 @@ class CategoricalSourceConfig(Component):
         """The source object for a run."""
         return DistributionSource(self, chains)
 
+    def truth(self, chains: int) -> CategoricalFamily:
+        """The true distribution as a family object with `chains` identical chains."""
+        return CategoricalFamily.from_params(self.probs(), chains)
+
     def probs(self) -> np.ndarray:
         """The (K,) true probabilities."""
         if self.dist == "uniform":
@@ -148,17 +161,11 @@ class DistributionSource:
 
     def __init__(self, cfg, chains: int):
         self.cfg, self.chains = cfg, chains
-        if cfg.kind == "gaussian":
-            self.truth = GaussianFamily.from_params(cfg.mean, cfg.covariance(), chains)
-            self.data_kind, self.dim = "vector", len(cfg.mean)
-        elif cfg.kind == "gmm":
-            from ..families.gmm import GMMFamily
-            w, m, c = cfg.arrays()
-            self.truth = GMMFamily.from_params(w, m, c, chains)
-            self.data_kind, self.dim = "vector", m.shape[1]
-        else:
-            self.truth = CategoricalFamily.from_params(cfg.probs(), chains)
-            self.data_kind, self.k = "category", cfg.k
+        decl = cfg.declare()
+        self.data_kind, self.dim = decl.data_kind, decl.dim
+        self.k = getattr(cfg, "k", None)
+        self.truth = cfg.truth(chains)
+        self._one = cfg.truth(1)   # draws the shared reference set without S copies
 
     def real(self, n: int, rng: np.random.Generator):
         """Generation 0's training set: n true draws per chain."""
@@ -170,4 +177,4 @@ class DistributionSource:
 
     def reference(self, n: int, rng: np.random.Generator) -> np.ndarray:
         """Held-out true data shared by all chains, for metrics only: (M, ...)."""
-        return self.truth.sample(n, rng)[0]
+        return self._one.sample(n, rng)[0]

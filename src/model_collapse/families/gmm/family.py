@@ -237,9 +237,13 @@ class GMMFamily:
         per-axis standard deviation, in d dimensions.
         """
         order = np.argsort(self.means[:, :, 0], axis=1, kind="stable")
-        rows = np.arange(self.chains)[:, None]
-        w, m, c = self.weights[rows, order], self.means[rows, order], self.covs[rows, order]
-        std = np.sqrt(np.trace(c, axis1=2, axis2=3) / self.dim)
+        if self.chains == 1:   # W1 records every generation of one chain: skip fancy indexing
+            o = order[0]
+            w, m, c = self.weights[:, o], self.means[:, o], self.covs[:, o]
+        else:
+            rows = np.arange(self.chains)[:, None]
+            w, m, c = self.weights[rows, order], self.means[rows, order], self.covs[rows, order]
+        std = np.sqrt(c[..., 0, 0] if self.dim == 1 else np.trace(c, axis1=2, axis2=3) / self.dim)
         out = {}
         for k in range(self.k):
             if self.dim == 1:
