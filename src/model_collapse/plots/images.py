@@ -16,12 +16,10 @@ import re
 from pathlib import Path
 from typing import Sequence
 
-import matplotlib
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from PIL import Image, ImageDraw, ImageFont  # noqa: E402
+from .canvas import cmap, save, subplots
 
 SAMPLES_DIR = "samples"
 BAND = 14  # pixels of white band above each GIF frame for the generation label
@@ -97,9 +95,8 @@ def heatmap(matrix, path, title: str, generations: Sequence[int] | None = None,
     """Heatmap of a (G, G) matrix: classifier i (rows) scored on generation j (columns); NaN shown grey."""
     m = np.asarray(matrix, float)
     gens = list(generations) if generations is not None else list(range(m.shape[1]))
-    fig, ax = plt.subplots(figsize=(5.2, 4.4))
-    cmap = plt.get_cmap("viridis").with_extremes(bad="0.85")
-    im = ax.imshow(np.ma.masked_invalid(m), cmap=cmap, vmin=vmin, vmax=vmax, origin="upper",
+    fig, ax = subplots(figsize=(5.2, 4.4))
+    im = ax.imshow(np.ma.masked_invalid(m), cmap=cmap("viridis").with_extremes(bad="0.85"), vmin=vmin, vmax=vmax, origin="upper",
                    interpolation="nearest")
     fig.colorbar(im, ax=ax, label=label)
     step = max(1, len(gens) // 10)  # at most ~10 tick labels per axis
@@ -114,11 +111,7 @@ def heatmap(matrix, path, title: str, generations: Sequence[int] | None = None,
     ax.set_xlabel("data of generation j")
     ax.set_ylabel("classifier trained at generation i")
     ax.set_title(title, fontsize=9)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save(fig, path, tight=True)
 
 
 def class_histogram_evolution(hist, path, class_names: Sequence[str] | None = None,
@@ -128,9 +121,9 @@ def class_histogram_evolution(hist, path, class_names: Sequence[str] | None = No
     g, c = h.shape
     gens = np.asarray(generations if generations is not None else np.arange(g))
     names = list(class_names) if class_names is not None else [str(k) for k in range(c)]
-    fig, ax = plt.subplots(figsize=(6.4, 3.6))
+    fig, ax = subplots(figsize=(6.4, 3.6))
     if c <= 20:
-        colors = plt.get_cmap("tab10" if c <= 10 else "tab20")(np.arange(c))
+        colors = cmap("tab10" if c <= 10 else "tab20")(np.arange(c))
         ax.stackplot(gens, h.T, labels=names, colors=colors, linewidth=0)
         ax.set_ylim(0, 1)
         ax.set_ylabel("share of samples")
@@ -145,11 +138,7 @@ def class_histogram_evolution(hist, path, class_names: Sequence[str] | None = No
         ax.set_ylabel("class")
     ax.set_xlabel("generation")
     ax.set_title(title or "class histogram of the samples (reference classifier)", fontsize=9)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save(fig, path, tight=True)
 
 
 def _class_hist(run: Path, chain: int) -> tuple[np.ndarray, np.ndarray] | None:

@@ -6,40 +6,81 @@ import re
 import warnings
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+import yaml
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import yaml  # noqa: E402
-
-from ..store import read_metrics  # noqa: E402
+from ..store import read_metrics
+from .canvas import cmap as get_cmap
+from .canvas import save, subplots
 
 SKIP = {"generation", "chain"}
 # Histogram columns have figures of their own (plots/images.py), not one panel each.
 HISTOGRAM = re.compile(r"(class|pix_hist)_\d+")
 
 
-def _load(run: Path):
-    """(experiment, columns, rows) of one run directory."""
+def _load(run: Path, cache: dict | None = None):
+    """(experiment, columns, rows) of one run directory; read once per `cache` (one plot_run call)."""
+    key = Path(run).resolve()
+    if cache is not None and key in cache:
+        return cache[key]
     from ..config import validate
     exp = validate(yaml.safe_load((run / "config.yaml").read_text()))
     cols, rows = read_metrics(run)
+    if cache is not None:
+        cache[key] = (exp, cols, rows)
     return exp, cols, rows
+
+
+def _table(g_all: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(generations (G,), values (G, W)): one row per generation, its values in file order, NaN-padded
+    where a generation has fewer rows than the widest one (chains missing at a generation)."""
+    gens, inv = np.unique(g_all, return_inverse=True)
+    counts = np.bincount(inv, minlength=len(gens))
+    width = int(counts.max()) if len(counts) else 0
+    if len(v) == len(gens) * width and np.array_equal(inv, np.repeat(np.arange(len(gens)), width)):
+        return gens, v.reshape(len(gens), width)        # the usual layout: sorted, every chain every time
+    order = np.argsort(inv, kind="stable")
+    start = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    gi = inv[order]
+    table = np.full((len(gens), width), np.nan)
+    table[gi, np.arange(len(v)) - start[gi]] = v[order]
+    return gens, table
+
+
+def _percentiles(table: np.ndarray, q) -> np.ndarray:
+    """np.nanpercentile(table, q, axis=1), (len(q), G), without its per-row Python loop.
+
+    Rows are grouped by their count n of finite values; each group's finite values (moved to the
+    front by one sort) go through np.percentile along axis 1 at once, which runs the same
+    order-statistic + interpolation code as nanpercentile's per-row path: the same numbers."""
+    q = np.asarray(q, float)
+    out = np.full((len(q), table.shape[0]), np.nan)
+    n = np.isfinite(table).sum(axis=1)
+    if table.shape[1] == 0:
+        return out
+    full = n == table.shape[1]
+    if full.all():
+        return np.percentile(table, q, axis=1)
+    if full.any():
+        out[:, full] = np.percentile(table[full], q, axis=1)
+    part = ~full & (n > 0)
+    if part.any():
+        s = np.sort(table[part], axis=1)              # NaN sorts last
+        idx = np.flatnonzero(part)
+        for k in np.unique(n[part]):
+            sel = n[part] == k
+            out[:, idx[sel]] = np.percentile(s[sel, :k], q, axis=1)
+    return out
 
 
 def _bands(cols, rows, name):
     """Per-generation generations, median, 5%, 95%, mean of one column across chains."""
-    g_all = rows[:, cols.index("generation")]
-    gens = np.unique(g_all)
-    v = rows[:, cols.index(name)]
-    table = v.reshape(len(gens), -1) if len(v) == len(gens) * (len(v) // max(len(gens), 1)) else None
-    if table is None or not np.array_equal(np.repeat(gens, table.shape[1]), g_all):
-        table = np.array([v[g_all == g] for g in gens])
+    gens, table = _table(rows[:, cols.index("generation")], rows[:, cols.index(name)])
+    table = np.where(np.isfinite(table), table, np.nan)  # all-inf columns (e.g. NLL of a lost category)
+    q = _percentiles(table, [5, 50, 95])
     with np.errstate(all="ignore"), warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # all-inf columns (e.g. NLL of a lost category)
-        q = np.nanpercentile(np.where(np.isfinite(table), table, np.nan), [5, 50, 95], axis=1)
-        mean = np.nanmean(np.where(np.isfinite(table), table, np.nan), axis=1)
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN generations: NaN mean
+        mean = np.nanmean(table, axis=1)
     return gens, q[1], q[0], q[2], mean
 
 
@@ -61,16 +102,16 @@ def _grid(n):
     """A figure with n panels."""
     ncol = min(n, 4)
     nrow = int(np.ceil(n / ncol))
-    fig, axes = plt.subplots(nrow, ncol, figsize=(3.2 * ncol, 2.6 * nrow), squeeze=False)
+    fig, axes = subplots(nrow, ncol, figsize=(3.2 * ncol, 2.6 * nrow), squeeze=False)
     for ax in axes.ravel()[n:]:
         ax.remove()
     return fig, axes.ravel()
 
 
-def plot_metrics(runs: dict[str, Path], out: Path) -> Path:
+def plot_metrics(runs: dict[str, Path], out: Path, cache: dict | None = None) -> Path:
     """One panel per metric column; several runs (variants) are overlaid."""
     from ..theory import expected
-    loaded = {k: _load(p) for k, p in runs.items()}
+    loaded = {k: _load(p, cache) for k, p in runs.items()}
     cols = [c for c in next(iter(loaded.values()))[1] if c not in SKIP and not HISTOGRAM.fullmatch(c)]
     fig, axes = _grid(len(cols))
     for i, (label, (exp, c, rows)) in enumerate(loaded.items()):
@@ -81,27 +122,24 @@ def plot_metrics(runs: dict[str, Path], out: Path) -> Path:
     fig.suptitle(f"{out.parent.name}: median and 5-95% band over {chains} chains "
                  "(dashed: mean, dotted: closed form)", fontsize=9)
     axes[0].legend(fontsize=7)
-    fig.tight_layout()
-    path = out / ("metrics.png" if len(runs) == 1 else "compare.png")
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save(fig, out / ("metrics.png" if len(runs) == 1 else "compare.png"), top=0.55)
 
 
-def plot_density(run: Path, out: Path) -> Path | None:
+def plot_density(run: Path, out: Path, cache: dict | None = None) -> Path | None:
     """Fitted densities at snapshot generations against the truth (chain 0, plus a few more in 1-D)."""
     from ..loop import build
     from ..store import RunStore
-    exp, _, _ = _load(run)
+    exp, _, _ = _load(run, cache)
     snaps = RunStore(run).snapshots()
-    if not snaps or exp.source.kind not in ("gaussian", "gmm", "categorical"):
+    decl = exp.source.declare()
+    if not snaps or decl.truth is None:
         return None
     source, model, _, _ = build(exp)
     truth = source.truth
-    cmap = plt.get_cmap("viridis")
+    cmap = get_cmap("viridis")
     gens = sorted(snaps)
-    if exp.source.kind == "categorical":
-        fig, ax = plt.subplots(figsize=(6, 3.5))
+    if decl.data_kind == "category":
+        fig, ax = subplots(figsize=(6, 3.5))
         ax.plot(np.sort(truth.p[0])[::-1], "k", lw=2, label="truth")
         for j, g in enumerate(gens):
             model.load_state_dict(snaps[g])
@@ -114,13 +152,16 @@ def plot_density(run: Path, out: Path) -> Path | None:
         sd = np.sqrt(c0[0, 0, 0])
         x = np.linspace(m0[0, 0] - 4 * sd, m0[0, 0] + 4 * sd, 600)
         nc = min(exp.chains, 4)
-        fig, axes = plt.subplots(1, nc, figsize=(3.6 * nc, 3), squeeze=False)
+        fig, axes = subplots(1, nc, figsize=(3.6 * nc, 3), squeeze=False)
+        dens = {}
+        for g in gens:   # each snapshot's densities once, all chains at a time
+            model.load_state_dict(snaps[g])
+            dens[g] = np.exp(model.log_prob(x[:, None])[:nc])
+        true = np.exp(truth.log_prob(x[:, None])[0])
         for c, ax in enumerate(axes[0]):
-            ax.plot(x, np.exp(truth.log_prob(x[:, None])[0]), "k", lw=2, label="truth")
+            ax.plot(x, true, "k", lw=2, label="truth")
             for j, g in enumerate(gens):
-                model.load_state_dict(snaps[g])
-                ax.plot(x, np.exp(model.log_prob(x[:, None])[c]), color=cmap(j / max(len(gens) - 1, 1)),
-                        lw=1, label=f"gen {g}")
+                ax.plot(x, dens[g][c], color=cmap(j / max(len(gens) - 1, 1)), lw=1, label=f"gen {g}")
             ax.set_title(f"chain {c}", fontsize=9)
         ax = axes[0, 0]
     elif source.dim == 2:
@@ -129,7 +170,7 @@ def plot_density(run: Path, out: Path) -> Path | None:
         a = np.linspace(-half, half, 120)
         xx, yy = np.meshgrid(a + m0[0, 0], a + m0[0, 1], indexing="xy")
         pts = np.stack([xx.ravel(), yy.ravel()], 1)
-        fig, axes = plt.subplots(1, len(gens) + 1, figsize=(2.8 * (len(gens) + 1), 2.8), squeeze=False)
+        fig, axes = subplots(1, len(gens) + 1, figsize=(2.8 * (len(gens) + 1), 2.8), squeeze=False)
         axes[0, 0].contourf(xx, yy, np.exp(truth.log_prob(pts)[0]).reshape(xx.shape), 12)
         axes[0, 0].set_title("truth", fontsize=9)
         for ax, g in zip(axes[0, 1:], gens):
@@ -139,26 +180,18 @@ def plot_density(run: Path, out: Path) -> Path | None:
         for ax in axes[0]:
             ax.set_aspect("equal")
             ax.tick_params(labelsize=6)
-        fig.tight_layout()
-        path = out / "density.png"
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        return path
+        return save(fig, out / "density.png", top=0.3)
     else:
         return None
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    path = out / "density.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save(fig, out / "density.png", top=0.3)
 
 
-def plot_images(run: Path) -> list[Path]:
+def plot_images(run: Path, cache: dict | None = None) -> list[Path]:
     """Fixed-latent grids (one PNG per generation, an animated GIF), class histograms, classifier heatmaps."""
     from ..store import RunStore
     from .images import plot_image_run, save_generation_grid
-    exp, _, _ = _load(run)
+    exp, _, _ = _load(run, cache)
     shape = {"digits": (8, 8)}.get(exp.source.kind, (28, 28))
     for g, grid in RunStore(run).arrays("grid").items():
         save_generation_grid(run, g, grid[0].reshape(-1, *shape), ncol=8)   # chain 0
@@ -171,15 +204,16 @@ def plot_run(run: Path) -> list[Path]:
     subs = {p.name: p for p in sorted(run.iterdir()) if (p / "metrics.csv").exists()} if run.is_dir() else {}
     runs = subs if subs and not (run / "metrics.csv").exists() else {run.name: run}
     written = []
+    cache: dict = {}   # each run's config and metrics.csv are read (and validated) once
     for r in runs.values():
         (r / "figures").mkdir(exist_ok=True)
-        written.append(plot_metrics({r.name: r}, r / "figures"))
-        d = plot_density(r, r / "figures")
+        written.append(plot_metrics({r.name: r}, r / "figures", cache))
+        d = plot_density(r, r / "figures", cache)
         if d:
             written.append(d)
-        if (r / "arrays").exists() or (r / "classifier_matrix.csv").exists() or "class_0" in read_metrics(r)[0]:
-            written += plot_images(r)
+        if (r / "arrays").exists() or (r / "classifier_matrix.csv").exists() or "class_0" in _load(r, cache)[1]:
+            written += plot_images(r, cache)
     if len(runs) > 1:
         (run / "figures").mkdir(exist_ok=True)
-        written.append(plot_metrics(runs, run / "figures"))
+        written.append(plot_metrics(runs, run / "figures", cache))
     return written

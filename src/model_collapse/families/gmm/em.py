@@ -8,7 +8,6 @@ random draws, so the two paths agree to rounding.
 from __future__ import annotations
 
 import numpy as np
-from scipy.special import logsumexp
 
 EPS10 = 10 * np.finfo(np.float64).eps   # scikit-learn adds 10 eps to every nk
 
@@ -170,6 +169,7 @@ def _mstep_numpy(x, resp, shift, cfg, normalise):
 def _estep_numpy(x, w, means, covs):
     """Responsibilities (S, N, K) and mean log-likelihood (S,) at the given parameters."""
     lp = _component_logpdf(x, means, covs) + np.log(np.maximum(w, 1e-300))[:, :, None]   # (S, K, N)
+    from scipy.special import logsumexp  # on use: importing it costs ~0.15 s of start-up
     lse = logsumexp(lp, axis=1)                                               # (S, N)
     return np.exp(lp - lse[:, None, :]).transpose(0, 2, 1), lse.mean(1)
 
