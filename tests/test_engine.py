@@ -119,3 +119,15 @@ def test_plugin_package_through_entry_points(tmp_path):
                            str(tmp_path / "run2"), "--quiet"], capture_output=True, text=True, env=env)
     assert done.returncode == 2 and "unknown family 'laplace'" in done.stderr
     assert not (tmp_path / "run2").exists()
+
+
+def test_fast_streams_equal_numpy_seed_sequences():
+    """Seeds.rng derives exactly Generator(PCG64(SeedSequence(seed, spawn_key=(role, g)))), in any order."""
+    from model_collapse.rng import ROLES, Seeds
+    rs = np.random.default_rng(1)
+    for seed in (0, 1, 12345, 2**32 - 1, 2**32 + 7, 2**63 + 5):
+        seeds = Seeds(seed)
+        for g in [*rs.integers(0, 5000, 20).tolist(), 0, 255, 256, 257, 2**31 + 3]:
+            for role, r in ROLES.items():
+                want = np.random.Generator(np.random.PCG64(np.random.SeedSequence(seed, spawn_key=(r, g))))
+                assert np.array_equal(seeds.rng(role, g).random(3), want.random(3)), (seed, g, role)
