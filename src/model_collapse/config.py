@@ -15,7 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from .errors import ConfigError
-from .kinds import Needs, family_mismatch, mismatches
+from .kinds import family_mismatch, mismatches
 from .metrics import metric_entry
 from .plugins import find, names, registry
 
@@ -132,10 +132,8 @@ def _cross_checks(exp) -> list[str]:
         return errs + [f"model.kind: {m}" for m in fit]
     caps = exp.model.capabilities(src)
     errs += _metric_checks(exp, src, caps)
-    if exp.filter.kind != "none":   # a filter keeps a subset of items: summaries cannot be filtered
-        need = Needs(model=("items",))
-        errs += [f"filter.kind: {m}" for m in mismatches(f"filter {exp.filter.kind}", need, src, exp.model.kind, caps)
-                 + mismatches(f"filter {exp.filter.kind}", exp.filter.needs, src, exp.model.kind, caps)]
+    errs += [f"filter.kind: {m}" for m in mismatches(f"filter {exp.filter.kind}", exp.filter.needs, src,
+                                                     exp.model.kind, caps)]
     errs += [f"regime.kind: {m}" for m in mismatches(f"regime {exp.regime.kind}", exp.regime.needs, src,
                                                      exp.model.kind, caps)]
     if any(g < 0 for g in exp.snapshots):

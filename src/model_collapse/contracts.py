@@ -34,9 +34,7 @@ def experiment(model: dict, source: dict | None = None, chains: int = 3, regime:
     kinds = sorted(cls.data_kinds)
     assert kinds and set(kinds) <= set(DATA_KINDS), f"{model['kind']}: data_kinds {kinds} not in {list(DATA_KINDS)}"
     source = source or SOURCE_FOR[next(k for k in kinds if k in SOURCE_FOR)]
-    kind = source.get("kind")
-    data_kind = "image" if kind in ("digits", "mnist", "emnist", "fashion-mnist") else \
-        "category" if kind == "categorical" else "vector"
+    data_kind = find("sources", source["kind"])(**source).declare().data_kind
     raw = {"chains": chains, "generations": 3, "source": source,
            "model": {**QUICK.get(model["kind"], {}), **model},
            "regime": regime or {"kind": "replace", "n": N.get(data_kind, 300)}, **extra}

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 import numpy as np
 from pydantic import Field
 
+from ..kinds import Needs
 from ..schema import Component
 
 
@@ -25,6 +26,7 @@ class RandomFilterConfig(Component):
     (Feng et al. 2024: selection helps only when it is better than chance)."""
 
     kind: Literal["random"] = "random"
+    needs: ClassVar[Needs] = Needs(model=("items",))   # it keeps a subset of items: summaries cannot be filtered
     p: float = Field(0.5, gt=0, le=1)
     max_rounds: int = Field(10, ge=1)   # draws before giving up with a clear error
 

@@ -22,6 +22,9 @@ def filtered_sample(model, filt, n: int, sample_rng: np.random.Generator, filter
     ask = n
     for _ in range(max_rounds):
         x = model.sample(ask, sample_rng)
+        if not isinstance(x, np.ndarray):
+            raise FilterError(f"{name} needs items, but the model sampled a summary ({type(x).__name__}); "
+                              "declare needs = Needs(model=('items',)) on the filter so validation says so")
         keep = np.asarray(filt(x, model, filter_rng), bool)
         if keep.shape != x.shape[:2]:
             raise FilterError(f"{name} returned a keep mask of shape {keep.shape}, expected {x.shape[:2]}")

@@ -54,6 +54,7 @@ class CentralConfig(Component):
     """Keep samples within `width` of the chain's median."""
 
     kind: Literal["central"] = "central"
+    needs: ClassVar[Needs] = Needs(model=("items",))
     width: float = 2.0
     max_rounds: int = 10
 
