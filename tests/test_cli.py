@@ -57,7 +57,7 @@ def test_every_error_listed_with_dotted_path():
     ({"chains": 0}, "chains"),
     ({"source": {"kind": "gmm", "weights": [0.5, 0.5], "means": [0, 1]},
       "model": {"kind": "gmm", "components": 5}, "regime": {"kind": "replace", "n": 3}}, "components"),
-    ({"source": {"kind": "categorical", "k": 4}}, "cannot fit category data"),
+    ({"source": {"kind": "categorical", "k": 4}}, "family gaussian fits vector data; source categorical yields category data"),
 ])
 def test_bad_input_one_clear_message(tmp_path, capsys, change, needle):
     """Bad configs exit 2 with a message naming the problem, and write nothing."""

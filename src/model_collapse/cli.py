@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import yaml
 
-from .errors import CollapseError, ConfigError, DivergenceError, RunDirError
+from .errors import CollapseError, CollapseWarning, ConfigError, CorruptRunError, DivergenceError, RunDirError
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
@@ -23,30 +25,164 @@ def _runs(exp_raw: dict, out: Path):
     return [(n, variant_raw(exp_raw, n), out / n) for n in names]
 
 
+def _flat(tree, prefix: str = "") -> dict[str, object]:
+    """{dotted key: leaf value} of a config tree (lists are leaves)."""
+    if not isinstance(tree, dict) or (prefix and not tree):
+        return {prefix: tree}
+    out = {}
+    for k, v in tree.items():
+        out.update(_flat(v, f"{prefix}.{k}" if prefix else str(k)))
+    return out
+
+
+def _show(value) -> str:
+    """A config value as it would read in YAML flow style."""
+    if value is _ABSENT:
+        return "(absent)"
+    if isinstance(value, list):
+        return "[" + ", ".join(_show(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k}: {_show(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, str):
+        return value if value and value.strip() == value else repr(value)
+    return yaml.safe_dump(value, default_flow_style=True).removesuffix("\n...\n").strip()
+
+
+_ABSENT = object()
+
+
+def _differences(stored: dict, new: dict, label: str = "") -> list[str]:
+    """`key: stored -> new` for every differing dotted key; `generations` (any level) may only grow."""
+    a, b = _flat(stored), _flat(new)
+    out = []
+    for key in list(a) + [k for k in b if k not in a]:
+        old, cur = a.get(key, _ABSENT), b.get(key, _ABSENT)
+        if old == cur:
+            continue
+        if key.split(".")[-1] == "generations" and isinstance(old, int) and isinstance(cur, int) and cur > old:
+            continue  # a run may be extended
+        note = " (generations may grow, not shrink)" if key.split(".")[-1] == "generations" else ""
+        out.append(f"{label}{key}: {_show(old)} -> {_show(cur)}{note}")
+    return out
+
+
+def _stored_tree(path: Path) -> dict:
+    """A stored config.yaml resolved through today's schema (its raw text when that no longer validates)."""
+    from .config import dump, validate
+    raw = yaml.safe_load(path.read_text()) or {}
+    try:
+        return yaml.safe_load(dump(validate(raw)))
+    except (ConfigError, TypeError):
+        return raw
+
+
+def _check_unchanged(out: Path, top_text: str, runs: list) -> None:
+    """Refuse (listing `key: stored -> new`) to resume with a config other than the stored one."""
+    diffs = []
+    if (out / "config.yaml").exists():
+        diffs = _differences(_stored_tree(out / "config.yaml"), yaml.safe_load(top_text))
+    if not diffs:  # also catch a variant directory that disagrees with its experiment
+        for name, text, vdir in runs:
+            if name is not None and (vdir / "config.yaml").exists():
+                diffs += _differences(_stored_tree(vdir / "config.yaml"), yaml.safe_load(text), f"{name}: ")
+    if diffs:
+        raise RunDirError(f"{out} holds a different experiment; only `generations` may change on resume "
+                          "(and only grow):\n  " + "\n  ".join(diffs) +
+                          "\nrun the changed experiment into a new --out (or replace this one with --overwrite)")
+
+
+def _prepare_out(out: Path, overwrite: bool) -> None:
+    """Make (or empty, with overwrite) the run directory; one clear error, nothing half-made, if it can't be."""
+    import shutil
+    import tempfile
+    made = []
+    try:
+        if out.exists() and not out.is_dir():
+            raise NotADirectoryError("it exists and is not a directory")
+        if overwrite and out.exists():
+            shutil.rmtree(out)
+        missing = [d for d in [out, *out.parents] if not d.exists()]
+        for d in reversed(missing):
+            d.mkdir()
+            made.append(d)
+        fd, probe = tempfile.mkstemp(prefix=".write-test-", dir=out)  # writable for this user, root included
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        for d in reversed(made):
+            try:
+                d.rmdir()
+            except OSError:
+                pass
+        reason = e.strerror or str(e)
+        if e.filename and Path(e.filename) != out:
+            reason += f" ({e.filename})"
+        raise RunDirError(f"cannot write run directory {out}: {reason}") from None
+
+
+def _record_stop(store, e: BaseException) -> None:
+    """Mark a run that stopped before the loop could record why (e.g. while building its model)."""
+    if isinstance(e, CorruptRunError):
+        return  # its promise is that nothing in the run directory changed
+    try:
+        doc = store.status()
+        if doc.get("status") != "running":
+            return  # the loop recorded it (failed / interrupted, with its message)
+        kind = "interrupted" if isinstance(e, KeyboardInterrupt) else "failed"
+        message = kind if kind == "interrupted" else (f"{type(e).__name__}: {e}" if str(e) else type(e).__name__)
+        store.set_status(kind, doc.get("last_complete_generation", -1), message=message)
+    except Exception:  # noqa: BLE001 - never hide the original error behind a bookkeeping one
+        pass
+
+
 def _execute(raw: dict, out: Path, overwrite: bool, resume: bool, progress) -> None:
     """Validate, then run every variant of an experiment into out (resuming where asked)."""
     from .config import dump, validate
     from .loop import run_generations
     from .store import RunStore, atomic_write
     top = validate(raw)  # every error at once, before anything is written
-    if out.exists() and any(out.iterdir()) and not (resume or overwrite):
+    top_text = dump(top)
+    if out.is_dir() and any(out.iterdir()) and not (resume or overwrite):
         raise RunDirError(f"run directory {out} already exists; pass --resume to continue it "
                           "or --overwrite to replace it")
-    if overwrite and out.exists():
-        import shutil
-        shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write(out / "config.yaml", dump(top).encode())
+    runs = []
     for name, vraw, vdir in _runs(raw, out):
         exp = validate(vraw)
-        if (vdir / "config.yaml").exists() and resume:
+        runs.append((name, dump(exp), vdir, exp))
+    # Every check that can refuse comes before the first write, so a refusal changes nothing.
+    plan = []  # (exp, config text, run dir, "new" | "resume" | "skip")
+    if resume and not overwrite and out.is_dir():
+        _check_unchanged(out, top_text, [(n, t, d) for n, t, d, _ in runs])
+    for name, text, vdir, exp in runs:
+        action = "new"
+        if resume and not overwrite and (vdir / "config.yaml").exists():
             store = RunStore(vdir)
-            if store.status().get("status") == "complete":
-                continue
+            stored_gens = (yaml.safe_load((vdir / "config.yaml").read_text()) or {}).get("generations")
+            grown = isinstance(stored_gens, int) and exp.generations > stored_gens
+            if store.status().get("status") == "complete" and not grown:
+                action = "skip"
+            else:
+                store.check_resumable()  # CorruptRunError (exit 1) before anything is altered
+                action = "resume"
+        plan.append((exp, text, vdir, action))
+    _prepare_out(out, overwrite)
+    if not (out / "config.yaml").exists() or (out / "config.yaml").read_text() != top_text:
+        atomic_write(out / "config.yaml", top_text.encode())
+    for exp, text, vdir, action in plan:
+        if action == "skip":
+            continue
+        if action == "resume":
+            store = RunStore(vdir)
+            if (vdir / "config.yaml").read_text() != text:  # a grown `generations` (the only change allowed)
+                atomic_write(vdir / "config.yaml", text.encode())
         else:
-            store = RunStore.create(vdir, dump(exp), overwrite=True)
+            store = RunStore.create(vdir, text, overwrite=True)
         t0 = time.perf_counter()
-        run_generations(exp, store, progress=progress)
+        try:
+            run_generations(exp, store, progress=progress)
+        except (Exception, KeyboardInterrupt) as e:
+            _record_stop(store, e)
+            raise
         print(f"{exp.name or 'run'}: {exp.generations} generations x {exp.chains} chains "
               f"in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
     from .plots import plot_run
@@ -132,15 +268,26 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def _format_warning(message, category, filename, lineno, line=None) -> str:
+    """`warning: ...` for the lab's own warnings (no source line); Python's format for the rest."""
+    if issubclass(category, CollapseWarning):
+        return f"warning: {message}\n"
+    return _python_format_warning(message, category, filename, lineno, line)
+
+
+_python_format_warning = warnings.formatwarning
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Entry point; user errors print one clear message (exit 2 for bad input)."""
+    """Entry point; user errors print one clear message (exit 2 for bad input, 1 for a failed or damaged run)."""
     args = parser().parse_args(argv)
+    previous, warnings.formatwarning = warnings.formatwarning, _format_warning
     try:
         return args.fn(args)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    except DivergenceError as e:
+    except (DivergenceError, CorruptRunError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
@@ -149,6 +296,8 @@ def main(argv: list[str] | None = None) -> int:
     except CollapseError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    finally:
+        warnings.formatwarning = previous
 
 
 if __name__ == "__main__":

@@ -15,6 +15,12 @@ and renamed; the checkpoint records how many bytes of metrics.csv are
 committed. A run killed at any moment therefore has a consistent last
 checkpoint; resume truncates metrics.csv to the committed length, so a
 generation is either fully recorded or absent.
+
+The last two checkpoints are kept (the older one is deleted only once the new
+one is renamed into place). A newest checkpoint that cannot be read (truncated,
+corrupt) is set aside with a warning naming it and the previous one is used,
+with the CSVs truncated to *its* lengths; if no checkpoint is readable, resume
+refuses with CorruptRunError and changes nothing.
 """
 
 from __future__ import annotations
@@ -24,11 +30,15 @@ import json
 import os
 import shutil
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
 
-from .errors import RunDirError
+from .errors import CollapseWarning, CorruptRunError, RunDirError
+
+# Keys every checkpoint holds besides the loop's own state.
+_META = ("__generation", "__csv_bytes", "__columns")
 
 
 def atomic_write(path: Path, data: bytes) -> None:
@@ -52,6 +62,89 @@ def load_npz(path: Path) -> dict[str, np.ndarray]:
     """Read an .npz written by save_npz (never unpickles)."""
     with np.load(path, allow_pickle=False) as z:
         return {k: z[k] for k in z.files}
+
+
+def _fsync_dir(path: Path) -> None:
+    """Make a rename inside path durable (so a previous checkpoint can be deleted safely)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return  # platforms without directory fds (Windows): the rename is all we can do
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _checkpoint_generation(path: Path) -> int:
+    """G of checkpoint-G.npz (-1 for a name that does not parse, so it sorts last)."""
+    try:
+        return int(path.stem.split("-", 1)[1])
+    except (IndexError, ValueError):
+        return -1
+
+
+def checkpoint_paths(run: Path) -> list[Path]:
+    """A run's checkpoint files, newest generation first."""
+    return sorted(Path(run).glob("checkpoint-*.npz"), key=_checkpoint_generation, reverse=True)
+
+
+def read_checkpoint(path: Path) -> dict[str, np.ndarray]:
+    """Load and check one checkpoint; raises (any exception) if it is unreadable or incomplete."""
+    state = load_npz(path)
+    missing = [k for k in _META if k not in state]
+    if missing:
+        raise KeyError(f"missing {', '.join(missing)}")
+    int(state["__generation"])
+    lengths = json.loads(str(state["__csv_bytes"]))
+    if not isinstance(lengths, dict):
+        raise ValueError("__csv_bytes is not a mapping")
+    json.loads(str(state["__columns"]))
+    return state
+
+
+def _reason(e: BaseException) -> str:
+    """A short description of why a checkpoint could not be read."""
+    text = str(e).strip() or "empty"
+    return f"{type(e).__name__}: {text}"
+
+
+def find_checkpoint(run: Path) -> tuple[Path, dict[str, np.ndarray], list[tuple[Path, str]]] | None:
+    """The newest readable checkpoint as (path, state, [(skipped newer path, reason)]); changes nothing.
+
+    None when the run has no checkpoint at all; CorruptRunError when it has some but none
+    can be read, or when a CSV is shorter than the checkpoint to be used records.
+    """
+    run = Path(run)
+    paths = checkpoint_paths(run)
+    skipped: list[tuple[Path, str]] = []
+    for path in paths:
+        try:
+            state = read_checkpoint(path)
+        except Exception as e:  # noqa: BLE001 - truncated, corrupt zip, bad header, missing key: all unreadable
+            skipped.append((path, _reason(e)))
+            continue
+        lengths = json.loads(str(state["__csv_bytes"]))
+        for csv in _committed_csvs(run):
+            if csv.stat().st_size < lengths.get(csv.stem, 0):
+                raise CorruptRunError(
+                    f"{csv} is shorter than {path.name} records ({csv.stat().st_size} < {lengths[csv.stem]} "
+                    f"bytes); the run directory is damaged and was left as it is: start it again with "
+                    f"--overwrite (or into a new --out)")
+        return path, state, skipped
+    if skipped:
+        listed = "; ".join(f"{p.name} ({why})" for p, why in skipped)
+        raise CorruptRunError(
+            f"no readable checkpoint in {run}: {listed}. Nothing was changed; start the run again with "
+            f"--overwrite (or into a new --out), or restore a good checkpoint-*.npz and resume")
+    return None
+
+
+def _committed_csvs(run: Path) -> list[Path]:
+    """The CSVs whose committed lengths checkpoints record (timings.csv is informational)."""
+    return [p for p in Path(run).glob("*.csv") if p.name != "timings.csv"]
 
 
 class RunStore:
@@ -136,30 +229,49 @@ class RunStore:
         arrays["__generation"] = np.array(generation)
         arrays["__csv_bytes"] = np.array(json.dumps(lengths))
         arrays["__columns"] = np.array(json.dumps(self.columns or []))
-        save_npz(self.path / f"checkpoint-{generation:06d}.npz", arrays)
-        for old in self.path.glob("checkpoint-*.npz"):
-            if old.name != f"checkpoint-{generation:06d}.npz":
+        path = self.path / f"checkpoint-{generation:06d}.npz"
+        save_npz(path, arrays)
+        _fsync_dir(self.path)  # the new one is durable before an older one goes
+        # Keep this one and the newest older one (the fallback if this one is ever damaged);
+        # any with a later generation belongs to an abandoned future and goes too.
+        others = [p for p in checkpoint_paths(self.path) if p != path]
+        previous = next((p for p in others if _checkpoint_generation(p) < generation), None)
+        for old in others:
+            if old != previous:
                 old.unlink(missing_ok=True)
 
     def latest_checkpoint(self) -> dict[str, np.ndarray] | None:
-        """The newest readable checkpoint, with metrics.csv truncated to match it."""
-        for path in sorted(self.path.glob("checkpoint-*.npz"), reverse=True):
-            try:
-                state = load_npz(path)
-            except (OSError, ValueError, EOFError):
-                continue  # a torn write from a kill; an older one is still there
-            lengths = json.loads(str(state["__csv_bytes"]))
-            for csv in self.path.glob("*.csv"):
-                if csv.name == "timings.csv":
-                    continue
-                committed = lengths.get(csv.stem, 0)
-                if csv.stat().st_size < committed:
-                    raise RunDirError(f"{csv} is shorter than its checkpoint records; the run directory is damaged")
-                with open(csv, "r+b") as f:
-                    f.truncate(committed)
-            self.columns = json.loads(str(state["__columns"])) or None
-            return state
-        return None
+        """The newest readable checkpoint, with the CSVs truncated to the lengths it records.
+
+        An unreadable newer checkpoint is renamed to *.npz.corrupt with a warning naming it.
+        None (CSVs emptied: nothing was committed) when there is no checkpoint; CorruptRunError,
+        with nothing changed, when there are checkpoints but none can be read.
+        """
+        found = find_checkpoint(self.path)  # raises before anything is touched
+        for tmp in self.path.glob(".checkpoint-*.npz.tmp*"):
+            tmp.unlink(missing_ok=True)  # torn writes of killed runs
+        if found is None:
+            for csv in _committed_csvs(self.path):
+                with open(csv, "r+b") as f:  # rows flushed just before a first checkpoint that never landed
+                    f.truncate(0)
+            self.columns = None
+            return None
+        path, state, skipped = found
+        for bad, why in skipped:
+            aside = bad.with_name(bad.name + ".corrupt")
+            warnings.warn(f"checkpoint {bad} is unreadable ({why}); resuming from {path.name} instead "
+                          f"(the bad file is kept as {aside.name})", CollapseWarning, stacklevel=2)
+            os.replace(bad, aside)
+        lengths = json.loads(str(state["__csv_bytes"]))
+        for csv in _committed_csvs(self.path):
+            with open(csv, "r+b") as f:
+                f.truncate(lengths.get(csv.stem, 0))
+        self.columns = json.loads(str(state["__columns"])) or None
+        return state
+
+    def check_resumable(self) -> None:
+        """Raise CorruptRunError (changing nothing) if the run has checkpoints but none is readable."""
+        find_checkpoint(self.path)
 
     def save_snapshot(self, generation: int, state: dict[str, np.ndarray]) -> None:
         """Keep the model state at a chosen generation for figures."""
@@ -202,11 +314,14 @@ def read_metrics(path: str | Path, table: str = "metrics") -> tuple[list[str], n
     if not csv.exists():
         raise RunDirError(f"{csv} not found: is {path} a run directory?")
     text = csv.read_text()
-    ckpts = sorted(csv.parent.glob("checkpoint-*.npz"))
     status = json.loads((csv.parent / "status.json").read_text()) if (csv.parent / "status.json").exists() else {}
-    if ckpts and status.get("status") != "complete":
-        lengths = json.loads(str(load_npz(ckpts[-1])["__csv_bytes"]))
-        text = text.encode()[: lengths.get(csv.stem, 0)].decode()
+    if status.get("status") != "complete":
+        found = find_checkpoint(csv.parent)
+        if found is not None:
+            lengths = json.loads(str(found[1]["__csv_bytes"]))
+            text = text.encode()[: lengths.get(csv.stem, 0)].decode()
+    if not text.strip():
+        return [], np.zeros((0, 0))  # nothing committed yet
     header, *lines = text.splitlines()
     cols = header.split(",")
     if not lines:
