@@ -66,7 +66,7 @@ def test_wrong_shape_custom_data_is_refused():
     """A data set that is not (S, N, H*W + 1) gets a clear error."""
     from model_collapse.families.labelled import LabelledVAE, LabelledVAEConfig
     from model_collapse.sources import SOURCES
-    src = SOURCES["digits"][1](SOURCES["digits"][0](kind="digits"), 1)
+    src = SOURCES["digits"](kind="digits").build(1)
     model = LabelledVAE(LabelledVAEConfig(hidden=[8], latent=2, max_epochs=1, compile=False), src, 1)
     with pytest.raises(Exception, match="pixel|shape|65|64"):
         model.fit(np.zeros((1, 10, 30), np.uint8), np.random.default_rng(0))

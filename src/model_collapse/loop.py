@@ -47,8 +47,11 @@ def _unprefixed(prefix: str, arrays: dict) -> dict:
 
 def _check_finite(columns: dict[str, np.ndarray], g: int) -> None:
     """Refuse to record a generation whose fitted parameters are NaN or infinite."""
-    if np.isfinite(np.concatenate([np.ravel(v) for v in columns.values()] or [np.zeros(0)])).all():
-        return
+    try:
+        if np.isfinite(np.array(list(columns.values()), float)).all():   # equal (S,) columns: one call
+            return
+    except ValueError:
+        pass   # columns of different shapes: checked one by one below
     bad = [k for k, v in columns.items() if not np.all(np.isfinite(v))]
     if bad:
         raise DivergenceError(
@@ -137,8 +140,7 @@ def run_generations(exp, store, progress: bool | None = None) -> int:
                 t1 = time.perf_counter()
                 samples, accept = draw(g)
                 t2 = time.perf_counter()
-                rows, times, fitted = {}, {"fit": t1 - t0, "sample": t2 - t1}, None
-                times.update(getattr(model, "timings", {}))  # a family's own breakdown, e.g. VAE vs classifier
+                rows, spent, fitted = {}, [], None
                 store.generation = g
                 if g % exp.record_every == 0 or g == final:
                     if accept is not None:
@@ -148,7 +150,7 @@ def run_generations(exp, store, progress: bool | None = None) -> int:
                         tm = time.perf_counter()
                         cols = fn(ctx)
                         rows.update(cols)
-                        times[f"metric:{name}"] = time.perf_counter() - tm
+                        spent.append((name, time.perf_counter() - tm))
                         if name == "params":
                             fitted = cols
                 _check_finite(fitted if fitted is not None else model.params(), g)
@@ -168,8 +170,9 @@ def run_generations(exp, store, progress: bool | None = None) -> int:
                 stop.busy = False
                 if stop.requested:
                     raise KeyboardInterrupt
-                times["io"] = time.perf_counter() - t3
                 if t3 - t0 > 0.05:  # slow generations only: 10,000 fast ones need no log
+                    times = {"fit": t1 - t0, "sample": t2 - t1, **getattr(model, "timings", {}),
+                             **{f"metric:{k}": v for k, v in spent}, "io": time.perf_counter() - t3}
                     store.add_timing(g, times)
     except BaseException as e:
         if not isinstance(e, (KeyboardInterrupt, Exception)):

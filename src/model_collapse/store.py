@@ -41,21 +41,28 @@ from .errors import CollapseWarning, CorruptRunError, RunDirError
 _META = ("__generation", "__csv_bytes", "__columns")
 
 
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write bytes to path via a temp file + fsync + rename."""
+def atomic_write(path: Path, data: bytes, durable: bool = True) -> None:
+    """Write bytes to path via a temp file (+ fsync when durable) + rename."""
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     with open(tmp, "wb") as f:
         f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
+        if durable:
+            f.flush()
+            os.fsync(f.fileno())
     os.replace(tmp, path)
 
 
-def save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
+def _rows(generation: int, table: np.ndarray) -> str:
+    """CSV lines `generation,chain,values...` of one generation's (chains, columns) table."""
+    return "".join(f"{generation},{c}," + ",".join([f"{v:.10g}" for v in row]) + "\n"
+                   for c, row in enumerate(table.tolist()))
+
+
+def save_npz(path: Path, arrays: dict[str, np.ndarray], durable: bool = True) -> None:
     """Atomically write arrays as an .npz file."""
     buf = io.BytesIO()
     np.savez(buf, **arrays)
-    atomic_write(path, buf.getvalue())
+    atomic_write(path, buf.getvalue(), durable)
 
 
 def load_npz(path: Path) -> dict[str, np.ndarray]:
@@ -190,10 +197,11 @@ class RunStore:
             self.columns = names
         elif names != self.columns:
             raise RuntimeError(f"metric columns changed at generation {generation}: {names} != {self.columns}")
-        table = np.column_stack([np.broadcast_to(np.asarray(columns[c], float), (chains,)) for c in names])
-        lines = [f"{generation},{c}," + ",".join(f"{v:.10g}" for v in row) for c, row in enumerate(table)]
-        self.pending.append(("metrics", generation, "generation,chain," + ",".join(names),
-                             "\n".join(lines) + "\n"))
+        table = np.empty((chains, len(names)))
+        for j, c in enumerate(names):
+            table[:, j] = columns[c]
+        # Formatted when flushed: W1 records 10,000 cheap generations, and text per row costs more than a fit.
+        self.pending.append(("metrics", generation, "generation,chain," + ",".join(names), table))
 
     def add_table(self, name: str, rows: list[dict], generation: int | None = None) -> None:
         """Buffer rows for RUN/<name>.csv (e.g. a classifier-by-generation matrix), committed like metrics."""
@@ -211,12 +219,12 @@ class RunStore:
         self.pending = [p for p in self.pending if p[1] > upto]
         for name in {p[0] for p in ready}:
             with open(self.path / f"{name}.csv", "ab") as f:
-                for n, _, header, text in ready:
+                for n, g, header, text in ready:
                     if n != name:
                         continue
                     if f.tell() == 0:
                         f.write((header + "\n").encode())
-                    f.write(text.encode())
+                    f.write((text if isinstance(text, str) else _rows(g, text)).encode())
                 f.flush()
                 os.fsync(f.fileno())
         return {p.stem: p.stat().st_size for p in self.path.glob("*.csv") if p.name != "timings.csv"}
@@ -276,7 +284,8 @@ class RunStore:
     def save_snapshot(self, generation: int, state: dict[str, np.ndarray]) -> None:
         """Keep the model state at a chosen generation for figures."""
         (self.path / "snapshots").mkdir(exist_ok=True)
-        save_npz(self.path / "snapshots" / f"gen-{generation:06d}.npz", state)
+        # Not fsynced: figures only; the next checkpoint's fsync makes it durable in practice.
+        save_npz(self.path / "snapshots" / f"gen-{generation:06d}.npz", state, durable=False)
 
     def snapshots(self) -> dict[int, dict[str, np.ndarray]]:
         """All saved model snapshots by generation."""

@@ -231,6 +231,13 @@ class GMMFamily:
                            self.covs + self.means[:, :, :, None] * self.means[:, :, None, :])
         return mean, second - mean[:, :, None] * mean[:, None, :]
 
+    def _param_names(self) -> list[tuple]:
+        """Column names per component (made once: params() runs every generation)."""
+        if getattr(self, "_names", None) is None:
+            mean = (lambda k: f"mean_{k}") if self.dim == 1 else (lambda k: [f"mean_{k}_{j}" for j in range(self.dim)])
+            self._names = [(mean(k), f"std_{k}", f"weight_{k}") for k in range(self.k)]
+        return self._names
+
     def params(self) -> dict[str, np.ndarray]:
         """Per component k, sorted by mean along axis 0: mean_k (d > 1: mean_k_j), std_k, weight_k; degenerate.
 
@@ -246,14 +253,14 @@ class GMMFamily:
             w, m, c = self.weights[rows, order], self.means[rows, order], self.covs[rows, order]
         std = np.sqrt(c[..., 0, 0] if self.dim == 1 else np.trace(c, axis1=2, axis2=3) / self.dim)
         out = {}
-        for k in range(self.k):
+        for k, names in enumerate(self._param_names()):
             if self.dim == 1:
-                out[f"mean_{k}"] = m[:, k, 0]
+                out[names[0]] = m[:, k, 0]
             else:
                 for j in range(self.dim):
-                    out[f"mean_{k}_{j}"] = m[:, k, j]
-            out[f"std_{k}"] = std[:, k]
-            out[f"weight_{k}"] = w[:, k]
+                    out[names[0][j]] = m[:, k, j]
+            out[names[1]] = std[:, k]
+            out[names[2]] = w[:, k]
         out["degenerate"] = self.degenerate.astype(float)
         return out
 
