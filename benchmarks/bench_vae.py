@@ -1,12 +1,13 @@
 """W2 VAE benchmark: our chain-batched, compiled VAE step against the straightforward torch loop.
 
-Run:  .venv/bin/python benchmarks/bench_vae.py [--threads N] [--budget SECONDS] [--quick]
+Run:  .venv/bin/python benchmarks/bench_vae.py [--threads N] [--budget SECONDS] [--quick] [--bf16]
 
 Measures on the real MNIST train set (60,000 images, layout (1, 60000, 785) uint8):
 1. seconds per epoch at batch 128: the reference (DataLoader over a TensorDataset, plain
    Adam, nn.Linear VAE 784-128-128-20, Gaussian decoder) against ours, interleaved;
 2. seconds per epoch and effective GFLOP/s (86.8 GFLOP an epoch) at larger batches, with
-   4 chains batched as one model, and for our eager fallback (no torch.compile);
+   4 chains batched as one model, for our eager fallback (no torch.compile) and, with --bf16,
+   under bfloat16 autocast;
 3. time to quality from scratch for several batch sizes: epochs and seconds until the
    held-out -ELBO (per image, 6,000 held-out images) reaches 160.
 Each timing is one full epoch; "best" is the least disturbed of the rounds (the machine
@@ -33,8 +34,9 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from model_collapse.datasets import load_mnist
-from model_collapse.families.vae import VAEConfig, VAEFamily
-from model_collapse.nn.vae import MEAN, STD, Trainer, evaluate, init_flat
+from model_collapse.families.vae import VAEConfig, VAEFamily, heldout_terms
+from model_collapse.nn.trainer import Trainer, evaluate
+from model_collapse.nn.vae import MEAN, STD, VAE
 
 GFLOP_EPOCH = 86.8          # W2: one VAE epoch on 60,000 images, forward + backward
 N_TRAIN = 60000
@@ -87,30 +89,36 @@ class Ours:
     """Our training loop at one (chains, batch) on the MNIST layout, timed per epoch."""
 
     def __init__(self, data: np.ndarray, chains: int, batch: int, lr: float = 1e-3, compile: bool = True,
-                 val_fraction: float = 0.1, seed: int = 0):
-        self.cfg = VAEConfig(batch=batch, lr=lr, compile=compile, val_fraction=val_fraction)
+                 val_fraction: float = 0.1, seed: int = 0, precision: str = "fp32"):
+        self.cfg = VAEConfig(batch=batch, lr=lr, compile=compile, val_fraction=val_fraction, precision=precision)
         self.fam = VAEFamily(self.cfg, (28, 28), chains)
         self.gen = torch.Generator().manual_seed(seed)
         x = self.fam._pixels(np.repeat(data, chains, axis=0)).half()   # as VAEFamily.fit does
-        self.train, self.val = self.fam._split(x, self.gen)
-        self.val_eps = torch.randn(chains, self.val.shape[1], 20, generator=self.gen)
-        self.fam.flat = init_flat(self.fam.net, self.gen)
-        self.trainer = Trainer(self.fam.net, self.fam.flat, lr, compile)
+        self.train, self.val = (t.to(self.fam.device) for t in self.fam._split(x, self.gen))
+        self.val_eps = torch.randn(chains, self.val.shape[1], 20, generator=self.gen).to(self.fam.device)
+        self.model = self.fam._new_model().to(self.fam.device)
+        self.restart()
         t0 = time.perf_counter()
-        self.fam._epoch(self.trainer, self.train[:, :batch * 2].contiguous(), self.gen)  # compile / warm up
+        self.epoch(self.train[:, :batch * 2].contiguous())     # compile / warm up
         self.compile_s = time.perf_counter() - t0
-        self.trainer = Trainer(self.fam.net, init_flat(self.fam.net, self.gen), lr, compile)  # fresh start
-        self.fam.flat = self.trainer.flat
+        self.restart()
 
-    def epoch(self) -> float:
-        """One epoch over the training split; returns seconds."""
+    def restart(self) -> None:
+        """Fresh weights and a fresh optimizer, as a fit from scratch starts."""
+        self.model.reset_parameters(self.gen)
+        self.trainer = Trainer(self.model, VAE.loss, lr=self.cfg.lr, compile=self.cfg.compile,
+                               precision=self.cfg.precision)
+
+    def epoch(self, train: torch.Tensor | None = None) -> float:
+        """One epoch over the training split (gather, noise and steps); returns seconds."""
         t0 = time.perf_counter()
-        self.fam._epoch(self.trainer, self.train, self.gen)
+        inputs = self.trainer.batches((self.train if train is None else train,), self.cfg.batch, self.gen, (20,))
+        self.trainer.epoch(inputs)
         return time.perf_counter() - t0
 
     def heldout(self) -> float:
         """Held-out -ELBO per image (chain 0)."""
-        return float(evaluate(self.fam.net, self.fam.flat, self.val, self.val_eps)[0][0])
+        return float(evaluate(self.model, heldout_terms, (self.val, self.val_eps))[0][0])
 
 
 def per_epoch_equivalent(seconds: float, ours: Ours) -> float:
@@ -120,12 +128,12 @@ def per_epoch_equivalent(seconds: float, ours: Ours) -> float:
 
 
 def time_to_quality(data, batch: int, lr: float, budget: float, max_epochs: int,
-                    target: float = 160.0) -> dict:
+                    target: float = 160.0, precision: str = "fp32") -> dict:
     """Train from scratch until held-out loss <= target, max_epochs or `budget` training seconds.
 
     Epochs to target do not depend on the machine's load; seconds do (eval time excluded).
     """
-    run = Ours(data, 1, batch, lr)
+    run = Ours(data, 1, batch, lr, precision=precision)
     curve, spent, hit = [], 0.0, None
     while spent < budget and len(curve) < max_epochs and hit is None:
         dt = per_epoch_equivalent(run.epoch(), run) * run.train.shape[1] / N_TRAIN  # actual seconds
@@ -134,7 +142,7 @@ def time_to_quality(data, batch: int, lr: float, budget: float, max_epochs: int,
         if curve[-1][1] <= target:
             hit = len(curve)
     best_epoch = min(t for t, _ in curve)
-    return {"batch": batch, "lr": lr, "target": target, "epochs_run": len(curve), "epochs_to_target": hit,
+    return {"batch": batch, "lr": lr, "precision": precision, "target": target, "epochs_run": len(curve), "epochs_to_target": hit,
             "seconds_to_target": round(spent, 1) if hit else None,
             "seconds_to_target_at_best_epoch_time": round(hit * best_epoch, 1) if hit else None,
             "final_loss": curve[-1][1], "curve_epoch_s_loss": curve, "compile_s": round(run.compile_s, 1)}
@@ -151,6 +159,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--quick", action="store_true", help="a short smoke run (numbers not meaningful)")
     ap.add_argument("--out", type=Path, default=RESULTS, help="where to write the JSON results")
     ap.add_argument("--skip-ttq", action="store_true", help="speed only (about 1 minute): no time-to-quality runs")
+    ap.add_argument("--bf16", action="store_true", help="add bf16 autocast at batch 128 (speed and time to quality)")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -171,6 +180,8 @@ def main(argv=None) -> dict:
     ref = ref_setup(mnist.images)
     ours = {f"ours{b}": Ours(data, 1, b) for b in batches}
     ours["ours128x4"], ours["ours128-eager"] = Ours(data, 4, 128), Ours(data, 1, 128, compile=False)
+    if args.bf16:
+        ours["ours128-bf16"] = Ours(data, 1, 128, precision="bf16")
     times: dict[str, list[float]] = {"ref128": [], **{k: [] for k in ours}}
     t_speed = time.perf_counter()
     for r in range(args.rounds):
@@ -196,8 +207,9 @@ def main(argv=None) -> dict:
 
     # 3. time to quality from scratch
     lrs = {128: 1e-3, 256: 1e-3, 512: 2e-3}
+    runs = [(b, "fp32") for b in batches] + ([(128, "bf16")] if args.bf16 else [])
     out["time_to_quality"] = [] if args.skip_ttq else [
-        time_to_quality(data, b, lrs.get(b, 1e-3), args.budget, args.max_epochs) for b in batches]
+        time_to_quality(data, b, lrs.get(b, 1e-3), args.budget, args.max_epochs, precision=p) for b, p in runs]
     out["machine"]["load_avg_end"] = os.getloadavg()
     out["total_s"] = round(time.perf_counter() - t_start, 1)
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -221,10 +233,10 @@ def table(out: dict) -> str:
         lines.append(f"\n{stat}: reference / ours at batch 128 **{r['ref_over_ours128']}x** (eager fallback "
                      f"{r['ref_over_eager128']}x); 4 chains batched: {r['model_epochs_x4_over_x1']}x the "
                      "model-epochs/s of one")
-    lines += ["", "| batch | lr | epochs run | epochs to 160 | s to 160 | s to 160 at best epoch time | final loss |",
-              "|---|---|---|---|---|---|---|"]
+    lines += ["", "| batch | precision | lr | epochs run | epochs to 160 | s to 160 | s to 160 at best epoch time | "
+              "final loss |", "|---|---|---|---|---|---|---|---|"]
     for r in out["time_to_quality"]:
-        lines.append(f"| {r['batch']} | {r['lr']:g} | {r['epochs_run']} | {r['epochs_to_target'] or '-'} | "
+        lines.append(f"| {r['batch']} | {r['precision']} | {r['lr']:g} | {r['epochs_run']} | {r['epochs_to_target'] or '-'} | "
                      f"{r['seconds_to_target'] or '-'} | {r['seconds_to_target_at_best_epoch_time'] or '-'} | "
                      f"{r['final_loss']:.1f} |")
     return "\n".join(lines)

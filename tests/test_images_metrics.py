@@ -79,6 +79,19 @@ def test_fit_is_deterministic_given_the_seed(digits):
     assert not all(np.array_equal(states[0][k], states[2][k]) for k in states[0])
 
 
+def test_compiled_training_matches_eager(digits):
+    train, _ = digits
+    x, y = train.images.reshape(len(train), -1), train.labels
+    states = []
+    for compile in (True, False):     # the MLP compiles by default (compile=None)
+        clf = Classifier(ClassifierConfig(**{**FAST, "max_epochs": 3, "compile": compile}), SHAPE, 10)
+        clf.fit(x, y, seed=4)
+        states.append(clf.state_dict())
+    for k, v in states[0].items():
+        np.testing.assert_allclose(v, states[1][k], rtol=1e-3, atol=1e-5)
+    assert set(states[0]) == {"head.0.weight", "head.0.bias", "head.2.weight", "head.2.bias"}
+
+
 def test_state_dict_round_trip_and_unlabelled_items(mlp, digits):
     _, test = digits
     x = test.images.reshape(len(test), -1)

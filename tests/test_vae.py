@@ -1,4 +1,4 @@
-"""The VAE family on scikit-learn's 8x8 digits with tiny networks (eager; one compiled-step check)."""
+"""The VAE family on scikit-learn's 8x8 digits with tiny networks (eager; a few compiled-step checks)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,9 @@ import torch
 from pydantic import ValidationError
 
 from model_collapse.datasets import load_digits8x8
-from model_collapse.errors import DivergenceError
+from model_collapse.errors import ConfigError, DivergenceError
 from model_collapse.families.vae import VAEConfig, VAEFamily
+from model_collapse.nn.trainer import Trainer
 
 SHAPE, P = (8, 8), 64
 TINY = dict(hidden=[32], latent=4, batch=64, compile=False, threads=1)
@@ -26,6 +27,11 @@ def digits() -> np.ndarray:
 def chains(x: np.ndarray, s: int, n: int = 600) -> np.ndarray:
     """The first n items repeated on s chains: (s, n, 65)."""
     return np.repeat(x[:, :n], s, axis=0)
+
+
+def flat(fam: VAEFamily) -> torch.Tensor:
+    """All weights of the family's module as one vector (CPU)."""
+    return torch.cat([v.detach().reshape(-1).cpu() for v in fam.model.state_dict().values()])
 
 
 def fitted(x, seed=0, s=1, **kw) -> VAEFamily:
@@ -77,10 +83,10 @@ def test_early_stopping_stops_before_cap_and_records_epochs(digits):
 
 def test_same_seed_same_weights_and_samples(digits):
     a, b = fitted(digits, seed=5, s=2, epochs=2), fitted(digits, seed=5, s=2, epochs=2)
-    assert torch.equal(a.flat, b.flat)
+    assert torch.equal(flat(a), flat(b))
     np.testing.assert_array_equal(a.sample(20, np.random.default_rng(9)), b.sample(20, np.random.default_rng(9)))
     c = fitted(digits, seed=6, s=2, epochs=2)
-    assert not torch.equal(a.flat, c.flat)
+    assert not torch.equal(flat(a), flat(c))
 
 
 def test_state_dict_round_trip_resumes_exactly(digits):
@@ -96,37 +102,37 @@ def test_state_dict_round_trip_resumes_exactly(digits):
     nxt = a.sample(600, np.random.default_rng(4))
     a.fit(nxt, np.random.default_rng(5))
     b.fit(nxt, np.random.default_rng(5))
-    assert torch.equal(a.flat, b.flat)
+    assert torch.equal(flat(a), flat(b))
 
 
 def test_warm_continues_fresh_reinitialises(digits):
     x = chains(digits, 1)
     warm = fitted(digits, seed=0, epochs=15, init="warm")
     fresh = fitted(digits, seed=0, epochs=15, init="fresh")
-    assert torch.equal(warm.flat, fresh.flat)            # generation 0 is the same either way
+    assert torch.equal(flat(warm), flat(fresh))            # generation 0 is the same either way
     for fam in (warm, fresh):
         fam.cfg = fam.cfg.model_copy(update={"epochs": 1})
         fam.fit(x, np.random.default_rng(1))
     new = VAEFamily(VAEConfig(**{**TINY, "epochs": 1}), SHAPE, 1)
     new.fit(x, np.random.default_rng(1))
-    assert torch.equal(fresh.flat, new.flat)              # fresh = a brand-new VAE with that rng
-    assert not torch.equal(warm.flat, new.flat)
+    assert torch.equal(flat(fresh), flat(new))              # fresh = a brand-new VAE with that rng
+    assert not torch.equal(flat(warm), flat(new))
     assert warm.last_loss[0] < 0.9 * fresh.last_loss[0]   # warm keeps what 15 epochs learnt
 
 
 def test_divergence_raises_and_keeps_last_good_weights(digits):
     fam = fitted(digits, epochs=1)
-    good = fam.flat.clone()
+    good = flat(fam).clone()
     fam.cfg = fam.cfg.model_copy(update={"lr": 1e9})
     with pytest.raises(DivergenceError, match="lower model.lr"):
         fam.fit(chains(digits, 1), np.random.default_rng(1))
-    assert torch.equal(fam.flat, good)
+    assert torch.equal(flat(fam), good)
     fresh = fitted(digits, epochs=1, init="fresh")
-    good = fresh.flat.clone()
+    good = flat(fresh).clone()
     fresh.cfg = fresh.cfg.model_copy(update={"lr": 1e9})
     with pytest.raises(DivergenceError):
         fresh.fit(chains(digits, 1), np.random.default_rng(1))
-    assert torch.equal(fresh.flat, good)                  # not the failed fit's new initialisation
+    assert torch.equal(flat(fresh), good)                  # not the failed fit's new initialisation
     # an injected NaN in the data (float16 storage) is caught too
     bad = chains(digits, 1).astype(np.float16)
     bad[0, 5, 10] = np.nan
@@ -190,8 +196,8 @@ def test_fixed_epochs_without_holdout_reports_training_loss(digits):
 def test_compiled_step_matches_eager(digits):
     eager = fitted(digits, seed=3, s=2, epochs=2, batch=100)
     comp = fitted(digits, seed=3, s=2, epochs=2, batch=100, compile=True)
-    torch.testing.assert_close(comp.flat, eager.flat, rtol=1e-3, atol=1e-4)
-    assert not torch.equal(comp.flat, fitted(digits, seed=4, s=2, epochs=2, batch=100).flat)
+    torch.testing.assert_close(flat(comp), flat(eager), rtol=1e-3, atol=1e-4)
+    assert not torch.equal(flat(comp), flat(fitted(digits, seed=4, s=2, epochs=2, batch=100)))
 
 
 def test_compile_failure_falls_back_to_eager(digits, monkeypatch):
@@ -200,7 +206,40 @@ def test_compile_failure_falls_back_to_eager(digits, monkeypatch):
             raise RuntimeError("no C++ compiler")
         return run
     monkeypatch.setattr(torch, "compile", broken)
-    with pytest.warns(UserWarning, match="training eagerly"):
+    monkeypatch.setattr(Trainer, "_failed", set())
+    with pytest.warns(UserWarning, match="training the VAE eagerly"):
         fam = fitted(digits, seed=3, epochs=2, hidden=[24], compile=True)
     eager = fitted(digits, seed=3, epochs=2, hidden=[24], compile=False)
-    assert torch.equal(fam.flat, eager.flat)              # the fallback is exactly the eager path
+    assert torch.equal(flat(fam), flat(eager))              # the fallback is exactly the eager path
+
+
+def test_state_dict_of_another_architecture_is_refused(digits):
+    state = fitted(digits, epochs=1).state_dict()
+    assert any(k.startswith("w/enc.0.") for k in state)            # the module's own state_dict keys
+    other = VAEFamily(VAEConfig(**{**TINY, "hidden": [16]}), SHAPE, 1)
+    with pytest.raises(ValueError, match="does not match"):
+        other.load_state_dict(state)
+
+
+def test_bf16_precision_trains(digits):
+    fp32, bf16 = fitted(digits, epochs=4), fitted(digits, epochs=4, precision="bf16")
+    assert np.isfinite(bf16.last_loss).all() and bf16.last_loss[0] < 0.8 * fitted(digits, epochs=1).last_loss[0]
+    assert abs(bf16.last_loss[0] - fp32.last_loss[0]) < 0.05 * fp32.last_loss[0]
+    assert all(p.dtype == torch.float32 for p in bf16.model.parameters())
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_cuda_without_a_gpu_is_a_clear_error():
+    with pytest.raises(ConfigError, match="device: cuda"):
+        VAEFamily(VAEConfig(**TINY, device="cuda"), SHAPE, 1)
+    assert VAEFamily(VAEConfig(**TINY), SHAPE, 1).device.type == "cpu"    # auto
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_fit_matches_cpu_and_returns_numpy(digits):
+    cpu, gpu = fitted(digits, seed=2, s=2, epochs=2, device="cpu"), fitted(digits, seed=2, s=2, epochs=2, device="cuda")
+    assert next(gpu.model.parameters()).is_cuda
+    np.testing.assert_allclose(gpu.last_loss, cpu.last_loss, rtol=1e-3)
+    out = gpu.sample(5, np.random.default_rng(0))
+    assert isinstance(out, np.ndarray) and out.shape == (2, 5, P + 1)
+    assert all(isinstance(v, np.ndarray) for v in gpu.state_dict().values())

@@ -11,20 +11,12 @@ trained once on real data instead; labels="none" leaves them unlabelled.
 from __future__ import annotations
 
 import time
-from typing import Literal
 
 import numpy as np
-from pydantic import Field
 
-from ..nn.classifier import Classifier, ClassifierConfig
-from .vae import UNLABELLED, VAEConfig, VAEFamily
-
-
-class LabelledVAEConfig(VAEConfig):
-    """VAE settings plus the per-generation classifier that labels its samples."""
-
-    labels: Literal["own", "reference", "none"] = "own"
-    classifier: ClassifierConfig = Field(default_factory=lambda: ClassifierConfig(target_accuracy=0.98))
+from ..nn.classifier import Classifier
+from .vae import UNLABELLED, VAEFamily
+from .vae_config import LabelledVAEConfig  # noqa: F401 - re-exported
 
 
 class LabelledVAE:

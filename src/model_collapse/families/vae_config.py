@@ -46,11 +46,17 @@ class VAEConfig(Component):
     init: Literal["warm", "fresh"] = "warm"
     temperature: float = Field(1.0, gt=0)   # prior draws z ~ N(0, temperature^2 I)
     threads: int = Field(0, ge=0)           # torch threads while fitting/sampling; 0 = torch's default (all cores)
-    # Compile the whole train step (forward, backward, Adam) into one graph: ~1.5x faster epochs
-    # than our eager path (2.2-2.6x the DataLoader reference, benchmarks/bench_vae.py) after a
-    # one-off compile per process and architecture (a few s, ~15-30 s with a cold inductor
-    # cache); falls back to eager autograd + fused Adam when compiling fails.
+    # Compile the whole train step (forward, backward, Adam) into one graph (nn/trainer.py): ~1.5x
+    # faster epochs than the eager path (benchmarks/bench_vae.py) after a one-off compile per
+    # process and architecture (a few s, ~15-30 s with a cold inductor cache); falls back to
+    # eager autograd + fused Adam, with one warning, when compiling fails.
     compile: bool = True
+    # Where to train and sample: auto takes CUDA when torch sees a GPU, else the CPU.
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    # bf16 runs the forward and backward under bfloat16 autocast (weights and Adam stay float32).
+    # Measured on W2 (bench_vae.py --bf16, 2-core CPU with AMX): the same held-out loss epoch by
+    # epoch; ~10% slower epochs at batch 128, ~1.4x faster at 512, ~1.9x at 2048. Hence fp32.
+    precision: Literal["fp32", "bf16"] = "fp32"
 
     @model_validator(mode="after")
     def _need_heldout(self):

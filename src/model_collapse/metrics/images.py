@@ -71,13 +71,13 @@ def class_summary(labels: np.ndarray, probs: np.ndarray, n_classes: int) -> dict
     return out
 
 
-def classes(ctx: Context) -> dict[str, np.ndarray]:
+def classes(ctx: Context, n: int = CLASS_ITEMS) -> dict[str, np.ndarray]:
     """Class histogram class_0..class_{C-1}, class_entropy (nats), top_class, top_share and
     ref_confidence of the samples, as labelled by the source's reference classifier."""
     clf = ctx.source.reference_classifier()
     rows = []
     for s in range(ctx.samples.shape[0]):
-        labels, probs = clf.predict(ctx.samples[s, :CLASS_ITEMS, :-1])  # (n,), (n, C)
+        labels, probs = clf.predict(ctx.samples[s, :n, :-1])  # (n,), (n, C)
         rows.append(class_summary(labels, probs, clf.n_classes))
     return {k: np.array([r[k] for r in rows]) for k in rows[0]}
 

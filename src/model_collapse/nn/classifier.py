@@ -18,105 +18,78 @@ import io
 import math
 import os
 import re
-import time
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Optional
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pydantic import Field
 from torch import nn
 
-from ..schema import Component
-from .vae import num_threads
+from .config import ClassifierConfig
+from .trainer import AccuracyStopping, Trainer, evaluate, num_threads, resolve_device
 
 MEAN, STD = 0.1307, 0.3081  # MNIST pixel mean and std on [0, 1]; used for every image set
 UNLABELLED = 255             # label value of an item without a class (project-wide data layout)
 EVAL_BATCH = 4096            # inference batch: large, since no graph is kept
-CACHE_FORMAT = 1             # bump when the reference cache file layout changes
+CACHE_FORMAT = 2             # bump when the reference cache file layout changes (2: ImageClassifier keys)
 
 
-class ClassifierConfig(Component):
-    """Config of an image classifier (MLP 784-256-256-10 by default, as in W2)."""
+class ImageClassifier(nn.Module):
+    """Pixels (B, P) on 0..255 -> logits (B, C): an MLP, or 3x3 conv blocks then a dense head (kind="cnn")."""
 
-    kind: Literal["mlp", "cnn"] = "mlp"
-    # Dense hidden widths: the whole MLP, or the dense head after a CNN's conv stack.
-    hidden: list[int] = [256, 256]
-    # CNN only: output channels of each 3x3 conv + ReLU + 2x2 max-pool block.
-    channels: list[int] = [32, 64]
-    lr: float = Field(1e-3, gt=0)
-    # constant (W2), or cosine decay to 0 over max_epochs: a decayed rate gains the last
-    # fraction of a percent of accuracy that a short, fixed training budget needs.
-    lr_schedule: Literal["constant", "cosine"] = "constant"
-    batch: int = Field(128, ge=1)
-    max_epochs: int = Field(30, ge=1)
-    # Raise max_epochs until training takes at least this many steps, so a small data set
-    # (8x8 digits: 12 batches an epoch) gets as many updates as MNIST (469 an epoch).
-    min_steps: int = Field(0, ge=0)
-    # Stop after this many epochs without a better held-out accuracy ...
-    patience: int = Field(3, ge=1)
-    # ... or as soon as held-out accuracy reaches this ("classifiers that stop when accurate").
-    target_accuracy: Optional[float] = Field(None, gt=0, le=1)
-    # Share of the labelled items held out for early stopping (0: train on all, run max_epochs).
-    val_fraction: float = Field(0.1, ge=0, lt=1)
-    # fresh: re-initialise on every fit (the original protocol); warm: continue from the last fit.
-    init: Literal["fresh", "warm"] = "fresh"
-    # torch intra-op threads while fitting/predicting; 0 leaves torch's setting alone.
-    threads: int = Field(0, ge=0)
-
-
-class _Images(nn.Module):
-    """(B, P) -> (B, 1, H, W) in channels-last layout, which oneDNN convolves ~2x faster on CPU."""
-
-    def __init__(self, h: int, w: int):
+    def __init__(self, cfg: ClassifierConfig, image_shape: tuple[int, int], n_classes: int):
         super().__init__()
-        self.h, self.w = h, w
+        h, w = self.image_shape = tuple(image_shape)
+        features: list[nn.Module] = []
+        width, c_in = h * w, 1
+        if cfg.kind == "cnn":
+            for c in cfg.channels:
+                features.append(nn.Conv2d(c_in, c, 3, padding=1))
+                if min(h, w) >= 2:  # stop pooling once the map is 1 pixel wide (8x8 digits)
+                    # Pool before ReLU: the same function (max commutes with ReLU), 4x fewer ReLUs.
+                    features.append(nn.MaxPool2d(2))
+                    h, w = h // 2, w // 2
+                features.append(nn.ReLU())
+                c_in = c
+            features.append(nn.Flatten())
+            width = c_in * h * w
+        head: list[nn.Module] = []
+        for k in cfg.hidden:
+            head += [nn.Linear(width, k), nn.ReLU()]
+            width = k
+        head.append(nn.Linear(width, n_classes))
+        # channels-last conv weights and maps, which oneDNN convolves ~2x faster on CPU
+        self.features = nn.Sequential(*features).to(memory_format=torch.channels_last)
+        self.head = nn.Sequential(*head)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x.view(-1, 1, self.h, self.w).contiguous(memory_format=torch.channels_last)
+        x = (x.float() * (1 / 255) - MEAN) * (1 / STD)              # standardised with the MNIST mean/std
+        if len(self.features):
+            x = self.features(x.view(len(x), 1, *self.image_shape).contiguous(memory_format=torch.channels_last))
+        return self.head(x)
+
+    def reset_parameters(self, gen: torch.Generator) -> None:
+        """PyTorch's default init (kaiming-uniform, a=sqrt(5)), drawn on the CPU from gen, not the global RNG."""
+        for m in self.modules():
+            if isinstance(m, (nn.Linear, nn.Conv2d)):
+                w = torch.empty(m.weight.shape)
+                nn.init.kaiming_uniform_(w, a=math.sqrt(5), generator=gen)
+                bound = 1 / math.sqrt(w[0].numel())
+                with torch.no_grad():
+                    m.weight.copy_(w)
+                    m.bias.copy_(torch.empty(m.bias.shape).uniform_(-bound, bound, generator=gen))
 
 
-def _build(cfg: ClassifierConfig, image_shape: tuple[int, int], n_classes: int) -> nn.Sequential:
-    """The network: input (B, P) normalised pixels -> logits (B, C)."""
-    h, w = image_shape
-    layers: list[nn.Module] = []
-    width = h * w
-    if cfg.kind == "cnn":
-        layers.append(_Images(h, w))
-        c_in = 1
-        for c in cfg.channels:
-            layers.append(nn.Conv2d(c_in, c, 3, padding=1))
-            if min(h, w) >= 2:  # stop pooling once the map is 1 pixel wide (8x8 digits)
-                # Pool before ReLU: the same function (max commutes with ReLU), 4x fewer ReLUs.
-                layers.append(nn.MaxPool2d(2))
-                h, w = h // 2, w // 2
-            layers.append(nn.ReLU())
-            c_in = c
-        layers.append(nn.Flatten())
-        width = c_in * h * w
-    for k in cfg.hidden:
-        layers += [nn.Linear(width, k), nn.ReLU()]
-        width = k
-    layers.append(nn.Linear(width, n_classes))
-    return nn.Sequential(*layers).to(memory_format=torch.channels_last)
+def cross_entropy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy of one (unbatched) model on x (1, B, P), y (1, B): shape (1,), the trainer's chain axis."""
+    return F.cross_entropy(model(x[0]), y[0]).reshape(1)
 
 
-def _init_weights(net: nn.Module, gen: torch.Generator) -> None:
-    """PyTorch's default init (kaiming-uniform, a=sqrt(5)), drawn from `gen`, not the global RNG."""
-    for m in net.modules():
-        if isinstance(m, (nn.Linear, nn.Conv2d)):
-            nn.init.kaiming_uniform_(m.weight, a=math.sqrt(5), generator=gen)
-            bound = 1 / math.sqrt(m.weight[0].numel())
-            nn.init.uniform_(m.bias, -bound, bound, generator=gen)
-
-
-def _adam(params, lr: float) -> torch.optim.Adam:
-    """Fused Adam where this torch build has it (about 1.4x faster steps at batch 128)."""
-    try:
-        return torch.optim.Adam(params, lr=lr, fused=True)
-    except (RuntimeError, TypeError, ValueError):
-        return torch.optim.Adam(params, lr=lr)
+def accuracy_and_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Accuracy and mean cross-entropy on x (1, B, P), y (1, B): each (1,)."""
+    logits = model(x[0])
+    return (logits.argmax(1) == y[0]).float().mean().reshape(1), F.cross_entropy(logits, y[0]).reshape(1)
 
 
 def _schedule(cfg: ClassifierConfig, steps: int) -> np.ndarray:
@@ -133,7 +106,8 @@ class Classifier:
         self.cfg = cfg or ClassifierConfig()
         self.image_shape = (int(image_shape[0]), int(image_shape[1]))
         self.n_classes = int(n_classes)
-        self.net = _build(self.cfg, self.image_shape, self.n_classes)
+        self.device = resolve_device(self.cfg.device)
+        self.net = ImageClassifier(self.cfg, self.image_shape, self.n_classes).to(self.device)
         self.fitted = False
         # After fit: indices (into fit's x) of the held-out items, so metrics can score on unseen data.
         self.val_index = np.zeros(0, np.int64)
@@ -154,73 +128,45 @@ class Classifier:
             x = x.astype(np.float32)
         return torch.from_numpy(np.ascontiguousarray(x))
 
-    @staticmethod
-    def _norm(xb: torch.Tensor) -> torch.Tensor:
-        """Batch (B, P) on 0..255 -> float32 standardised with the MNIST mean/std on [0, 1]."""
-        return (xb.float() * (1 / 255) - MEAN) * (1 / STD)
-
     def _logits(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits (N, C) in inference batches."""
-        out = [self.net(self._norm(x[i:i + EVAL_BATCH])) for i in range(0, len(x), EVAL_BATCH)]
+        """Logits (N, C) in inference batches, on the CPU."""
+        out = [self.net(x[i:i + EVAL_BATCH].to(self.device)).float().cpu() for i in range(0, len(x), EVAL_BATCH)]
         return torch.cat(out) if out else torch.zeros(0, self.n_classes)
 
     def fit(self, x, y, seed: int) -> dict:
         """Train on images x (N, P) with labels y (N,) (255 = unlabelled, skipped); returns a summary."""
-        cfg, t0 = self.cfg, time.perf_counter()
+        cfg = self.cfg
         gen = torch.Generator().manual_seed(int(seed) & (2**63 - 1))
         if cfg.init == "fresh" or not self.fitted:
-            _init_weights(self.net, gen)
+            self.net.reset_parameters(gen)
         y = np.asarray(y).astype(np.int64)
         keep = np.flatnonzero((y >= 0) & (y < self.n_classes))  # original indices of labelled items
         X, Y = self._tensor(x), torch.from_numpy(y)
         perm = torch.from_numpy(keep)[torch.randperm(len(keep), generator=gen)]
         n_val = int(round(cfg.val_fraction * len(keep))) if len(keep) >= 20 else 0
         val, tr = perm[:n_val], perm[n_val:]
-        self.val_index, self.fit_n = np.sort(val.numpy()), len(y)
-        opt = _adam(self.net.parameters(), cfg.lr)
-        per_epoch = max(math.ceil(len(tr) / cfg.batch), 1)
+        self.val_index, self.fit_n, self.fitted = np.sort(val.numpy()), len(y), True
+        info = {"epochs": 0, "val_accuracy": math.nan, "val_loss": math.nan, "train_loss": math.nan,
+                "n_train": len(tr), "n_val": n_val, "seconds": 0.0}
+        if len(tr) == 0:
+            return info
+        # One contiguous tensor per input with a chain axis of 1: (1, N, P) pixels, (1, N) labels.
+        train = (X[tr][None].to(self.device), Y[tr][None].to(self.device))
+        heldout = (X[val][None].to(self.device), Y[val][None].to(self.device))
+        per_epoch = max(len(tr) // cfg.batch, 1)
         max_epochs = max(cfg.max_epochs, math.ceil(cfg.min_steps / per_epoch))
-        lrs = _schedule(cfg, max_epochs * per_epoch)
-        Xv, Yv = X[val], Y[val]
-        best, best_acc, best_loss, stale, epochs, train_loss = None, -1.0, math.nan, 0, 0, math.nan
+        compile = cfg.kind == "mlp" if cfg.compile is None else cfg.compile
+        trainer = Trainer(self.net, cross_entropy, lr=cfg.lr, compile=compile, precision=cfg.precision,
+                          name="classifier", lr_key="the classifier's lr")
+        stop = AccuracyStopping(1, cfg.patience, cfg.target_accuracy) if n_val else None
         with num_threads(cfg.threads):
-            for epochs in range(1, max_epochs + 1):
-                train_loss = self._epoch(X, Y, tr, opt, gen, lrs[(epochs - 1) * per_epoch:])
-                if n_val == 0:
-                    continue
-                acc, loss = self._score(Xv, Yv)
-                # Ties in accuracy (coarse on a small held-out set) are broken by the loss.
-                if acc > best_acc or (acc == best_acc and loss < best_loss):
-                    best, best_acc, best_loss, stale = self._copy_state(), acc, loss, 0
-                else:
-                    stale += 1
-                if (cfg.target_accuracy is not None and acc >= cfg.target_accuracy) or stale >= cfg.patience:
-                    break
-        if best is not None:
-            self.net.load_state_dict(best)  # keep the epoch with the best held-out accuracy
-        self.fitted = True
-        return {"epochs": epochs, "val_accuracy": best_acc if n_val else math.nan, "val_loss": best_loss,
-                "train_loss": train_loss, "n_train": len(tr), "n_val": n_val,
-                "seconds": time.perf_counter() - t0}
-
-    def _epoch(self, X, Y, idx: torch.Tensor, opt, gen: torch.Generator, lrs: np.ndarray) -> float:
-        """One pass over X[idx] in shuffled mini-batches (step k at rate lrs[k]); returns the mean loss."""
-        self.net.train()
-        order = idx[torch.randperm(len(idx), generator=gen)]
-        total = 0.0
-        for k, i in enumerate(range(0, len(order), self.cfg.batch)):
-            b = order[i:i + self.cfg.batch]
-            loss = F.cross_entropy(self.net(self._norm(X[b])), Y[b])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.param_groups[0]["lr"] = float(lrs[k])
-            opt.step()
-            total += loss.item() * len(b)
-        return total / max(len(order), 1)
-
-    def _copy_state(self) -> dict[str, torch.Tensor]:
-        """A detached copy of the weights."""
-        return {k: v.detach().clone() for k, v in self.net.state_dict().items()}
+            res = trainer.fit(train, gen, batch=cfg.batch, max_epochs=max_epochs, stop=stop,
+                              score=lambda: evaluate(self.net, accuracy_and_loss, heldout, EVAL_BATCH),
+                              lrs=_schedule(cfg, max_epochs * per_epoch))
+        acc, loss = (float(s[0]) for s in res.scores) if res.scores else (math.nan, math.nan)
+        info.update(epochs=int(res.epochs[0]), val_accuracy=acc, val_loss=loss,
+                    train_loss=float(res.train_loss[0]), seconds=res.seconds)
+        return info
 
     @torch.inference_mode()
     def _score(self, X: torch.Tensor, Y: torch.Tensor) -> tuple[float, float]:
@@ -249,7 +195,7 @@ class Classifier:
             return self._score(self._tensor(x), torch.from_numpy(y[keep]))
 
     def state_dict(self) -> dict[str, np.ndarray]:
-        """Weights as numpy arrays (copies)."""
+        """Weights as numpy arrays (copies), keyed as the module's state_dict."""
         return {k: v.detach().cpu().numpy().copy() for k, v in self.net.state_dict().items()}
 
     def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
@@ -278,8 +224,8 @@ def _cache_key(train, image_shape, n_classes: int, cfg: ClassifierConfig, seed: 
     h = hashlib.blake2b(digest_size=16)
     h.update(np.ascontiguousarray(train.images).tobytes())
     h.update(np.ascontiguousarray(train.labels, dtype=np.int64).tobytes())
-    # threads is left out: it changes speed, not the model (a 1- and a 2-thread fit differ by rounding).
-    spec = cfg.model_dump_json(exclude={"threads"})
+    # threads, device and compile are left out: they change speed, not the model (only rounding).
+    spec = cfg.model_dump_json(exclude={"threads", "device", "compile"})
     h.update(f"{tuple(image_shape)}|{n_classes}|{seed}|{CACHE_FORMAT}|{spec}".encode())
     return h.hexdigest()
 
