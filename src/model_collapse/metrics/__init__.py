@@ -13,7 +13,7 @@ from __future__ import annotations
 import functools
 import importlib
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Optional
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -43,6 +43,26 @@ class MatrixParams(Params):
     """`classifier_matrix`: labelled items per generation kept to score later classifiers."""
 
     subset: int = Field(2000, gt=0)
+
+
+class TokenTailParams(Params):
+    """`token_tail`: the rank in the real frequency table from which a token counts as tail (default V/2)."""
+
+    r: Optional[int] = Field(None, ge=1)
+
+
+class PplGen0Params(Params):
+    """`ppl_gen0`: histogram bins (log-spaced from 1 to max_ppl, default twice the vocabulary size)."""
+
+    bins: int = Field(100, ge=2)
+    max_ppl: Optional[float] = Field(None, gt=1)
+
+
+class TextSamplesParams(Params):
+    """`text_samples`: decoded sample blocks kept per chain, and for how many chains."""
+
+    n: int = Field(3, ge=1)
+    chains: int = Field(1, ge=1)
 
 
 @dataclass(frozen=True)
@@ -82,6 +102,13 @@ METRICS = {
     "classifier_matrix": Metric("images:ClassifierMatrix", Needs(kinds=("image",), model=("classify",)),
                                 MatrixParams),
     "grid": Metric("grid:sample_grid", Needs(kinds=("image",), model=("decode",))),
+    "perplexity": Metric("text:perplexity", Needs(kinds=("text",), model=("score_text",))),
+    "ppl_gen0": Metric("text:PplGen0", Needs(kinds=("text",), model=("score_text", "items")), PplGen0Params),
+    "truth_ppl": Metric("text:truth_ppl", Needs(kinds=("text",), truth=("markov",), model=("items",))),
+    "diversity": Metric("text:diversity", Needs(kinds=("text",), model=("items",))),
+    "token_tail": Metric("text:token_tail", Needs(kinds=("text",), model=("items",)), TokenTailParams),
+    "vocab_survival": Metric("text:vocab_survival", Needs(kinds=("text",), model=("items",))),
+    "text_samples": Metric("text:text_samples", Needs(kinds=("text",), model=("items",)), TextSamplesParams),
 }
 
 

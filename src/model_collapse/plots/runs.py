@@ -211,6 +211,9 @@ def plot_run(run: Path) -> list[Path]:
         d = plot_density(r, r / "figures", cache)
         if d:
             written.append(d)
+        if _load(r, cache)[0].source.declare().data_kind == "text":
+            from .text import plot_text_run
+            written += plot_text_run(r)
         if (r / "arrays").exists() or (r / "classifier_matrix.csv").exists() or "class_0" in _load(r, cache)[1]:
             written += plot_images(r, cache)
     if len(runs) > 1:

@@ -2,6 +2,7 @@
 
 from .distributions import CategoricalSourceConfig, GaussianSourceConfig, GMMSourceConfig
 from .images import ImageSourceConfig
+from .text import KJVSourceConfig, TextFileSourceConfig, ZipfMarkovSourceConfig
 
 SOURCES = {
     "gaussian": GaussianSourceConfig,
@@ -11,4 +12,7 @@ SOURCES = {
     "fashion-mnist": ImageSourceConfig,
     "emnist": ImageSourceConfig,
     "digits": ImageSourceConfig,
+    "kjv": KJVSourceConfig,
+    "text": TextFileSourceConfig,
+    "zipf-markov": ZipfMarkovSourceConfig,
 }
