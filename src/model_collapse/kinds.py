@@ -14,7 +14,7 @@ DATA_KINDS = {
     "vector": "rows of d floats, (S, N, d)",
     "category": "category indices, (S, N)",
     "image": "H*W pixels on 0..255 plus a label column, (S, N, P + 1)",
-    "text": "token sequences",
+    "text": "blocks of T token ids, (S, N, T)",
     "pairs": "labelled pairs (x, y) for regression, (S, N, d + 1)",
 }
 
@@ -35,7 +35,8 @@ CAPABILITIES = {
     "labels": "class labels",
 }
 
-TRUTH_NAMES = {"gaussian": "Gaussian", "gmm": "Gaussian-mixture", "categorical": "categorical"}
+TRUTH_NAMES = {"gaussian": "Gaussian", "gmm": "Gaussian-mixture", "categorical": "categorical",
+               "markov": "Markov-language"}
 
 
 @dataclass(frozen=True)
