@@ -212,7 +212,7 @@ def test_config_errors_name_both_sides():
              ({"model": {"kind": "ngram", "mode": "prompted", "prompt": 16}}, "model.prompt"),
              ({"regime": {"kind": "replace", "n": 301}}, "regime.n"),
              ({"source": {**ZIPF, "order": 2, "vocab": 200}}, "source.vocab"),
-             ({"source": {"kind": "text", "path": "/nonexistent/x.txt"}, "metrics": ["truth_ppl"]}, "markov truth"),
+             ({"source": {"kind": "text", "path": "/nonexistent/x.txt"}, "metrics": ["truth_ppl"]}, "needs a Markov-language truth; source text is not"),
              ({"source": {"kind": "gaussian"}}, "family ngram fits text data")]
     for change, needle in cases:
         with pytest.raises(ConfigError, match=needle.replace(".", r"\.")):

@@ -16,6 +16,7 @@ DEMO = [
     ("mnist-quick", ["generations=3", "model.max_epochs=2", "regime.n=2000"]),
     ("gmm-blog", ["generations=60", "chains=4"]),
     ("gaussian-85-20", ["generations=100", "chains=100"]),
+    ("tails-ngram", ["generations=4", "chains=2"]),
 ]
 
 
