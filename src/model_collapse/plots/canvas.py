@@ -26,13 +26,13 @@ def cmap(name: str):
     return matplotlib.colormaps[name]
 
 
-def save(fig: Figure, path: Path, tight: bool = False, top: float = 0.45, dpi: int = 110) -> Path:
+def save(fig: Figure, path: Path, tight: bool = False, top: float = 0.45, dpi: int = 100) -> Path:
     """Write a PNG: fixed margins (inches; `top` leaves room for a suptitle) or tight_layout."""
     if tight:
         fig.tight_layout()
     else:
         w, h = fig.get_size_inches()
         fig.subplots_adjust(left=0.55 / w, right=1 - 0.15 / w, bottom=0.45 / h, top=1 - top / h,
-                            wspace=0.32, hspace=0.6)
+                            wspace=0.32, hspace=0.5)
     fig.savefig(path, dpi=dpi)
     return Path(path)

@@ -99,7 +99,6 @@ def _panel(ax, cols, rows, name, label=None, color=None, theory=None):
     if theory is not None:
         ax.plot(gens, theory(gens), color="k", lw=1.2, ls=":", label=f"{label or ''} theory".strip())
     ax.set_title(name, fontsize=9, y=1.0)   # a fixed y skips matplotlib's title placement pass
-    ax.set_xlabel("generation", fontsize=8)
     ax.tick_params(labelsize=7)
     ax.locator_params(nbins=4)   # few ticks: drawing tick objects is most of a figure's cost
 
@@ -125,6 +124,7 @@ def plot_metrics(runs: dict[str, Path], out: Path, cache: dict | None = None) ->
             if name in c and len(rows):
                 _panel(ax, c, rows, name, label if len(runs) > 1 else None, f"C{i}", expected(exp, name))
     chains = next(iter(loaded.values()))[0].chains
+    fig.supxlabel("generation", fontsize=8, y=0.005)   # one label for every panel
     fig.suptitle(f"{out.parent.name}: median and 5-95% band over {chains} chains "
                  "(dashed: mean, dotted: closed form)", fontsize=9)
     axes[0].legend(fontsize=7)
