@@ -131,3 +131,32 @@ def test_fast_streams_equal_numpy_seed_sequences():
             for role, r in ROLES.items():
                 want = np.random.Generator(np.random.PCG64(np.random.SeedSequence(seed, spawn_key=(r, g))))
                 assert np.array_equal(seeds.rng(role, g).random(3), want.random(3)), (seed, g, role)
+
+
+@pytest.mark.parametrize("metrics", [["params"], ["kl"]])
+def test_non_finite_fit_stops_at_last_good_generation(tmp_path, monkeypatch, capsys, metrics):
+    """A fit that turns NaN at generation 3 stops the run (exit 1) with generations 0-2 recorded, and the
+    run resumes (once the fault is gone) to the numbers of an uninterrupted run."""
+    from model_collapse.families.gaussian import GaussianFamily
+    from model_collapse.store import read_metrics
+    raw = {**BASE, "generations": 6, "metrics": metrics, "checkpoint_seconds": 0}
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump(raw))
+    real_fit = GaussianFamily.fit
+
+    def fit(self, data, rng):
+        real_fit(self, data, rng)
+        if self.calls == 3:
+            self.mean = self.mean * np.nan
+        self.calls += 1
+    monkeypatch.setattr(GaussianFamily, "calls", 0, raising=False)
+    monkeypatch.setattr(GaussianFamily, "fit", fit)
+    assert main(["run", str(cfg), "--out", str(tmp_path / "r"), "--quiet"]) == 1
+    assert "generation 3: the fit produced non-finite values" in capsys.readouterr().err
+    status = yaml.safe_load((tmp_path / "r" / "status.json").read_text())
+    assert status["status"] == "failed" and status["last_complete_generation"] == 2
+    assert sorted(set(read_metrics(tmp_path / "r")[1][:, 0])) == [0, 1, 2]
+    monkeypatch.setattr(GaussianFamily, "fit", real_fit)
+    assert main(["resume", str(tmp_path / "r"), "--quiet"]) == 0
+    assert main(["run", str(cfg), "--out", str(tmp_path / "straight"), "--quiet"]) == 0
+    assert (tmp_path / "r" / "metrics.csv").read_bytes() == (tmp_path / "straight" / "metrics.csv").read_bytes()

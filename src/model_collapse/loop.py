@@ -128,6 +128,7 @@ def run_generations(exp, store, progress: bool | None = None) -> int:
     done, saved, last_save = start - 1, start - 1, time.monotonic()
     copied = None   # (generation, state) copied after a slow generation, for a stop mid-way through the next
     final = exp.generations - 1
+    snapshots = set(exp.snapshots)
     stop = _Stopper()
     try:
         with stop:
@@ -149,15 +150,19 @@ def run_generations(exp, store, progress: bool | None = None) -> int:
                     for name, fn in metrics.items():
                         tm = time.perf_counter()
                         cols = fn(ctx)
+                        if name == "params":   # its columns' place in the row, for the finiteness check
+                            fitted = slice(len(rows), len(rows) + len(cols))
                         rows.update(cols)
                         spent.append((name, time.perf_counter() - tm))
-                        if name == "params":
-                            fitted = cols
-                _check_finite(fitted if fitted is not None else model.params(), g)
-                if g in exp.snapshots or g == final:
-                    store.save_snapshot(g, model.state_dict())
+                if fitted is None:
+                    _check_finite(model.params(), g)
                 if rows:
-                    store.add_rows(g, rows, exp.chains)
+                    table = store.add_rows(g, rows, exp.chains)
+                    if fitted is not None and not np.isfinite(table[:, fitted]).all():
+                        store.pending.pop()   # never commit a diverged generation
+                        _check_finite(dict(list(rows.items())[fitted]), g)
+                if g in snapshots or g == final:
+                    store.save_snapshot(g, model.state_dict())
                 done = g
                 t3 = time.perf_counter()
                 stop.busy = True   # a signal now waits: the checkpoint must not be torn

@@ -190,8 +190,9 @@ class RunStore:
         return json.loads(p.read_text()) if p.exists() else {}
 
     # -- metrics and tables ----------------------------------------------------
-    def add_rows(self, generation: int, columns: dict[str, np.ndarray], chains: int) -> None:
-        """Buffer one generation's metric rows (one per chain) until the next checkpoint."""
+    def add_rows(self, generation: int, columns: dict[str, np.ndarray], chains: int) -> np.ndarray:
+        """Buffer one generation's metric rows (one per chain) until the next checkpoint; returns them
+        as a (chains, columns) table."""
         names = list(columns)
         if self.columns is None:
             self.columns = names
@@ -202,6 +203,7 @@ class RunStore:
             table[:, j] = columns[c]
         # Formatted when flushed: W1 records 10,000 cheap generations, and text per row costs more than a fit.
         self.pending.append(("metrics", generation, "generation,chain," + ",".join(names), table))
+        return table
 
     def add_table(self, name: str, rows: list[dict], generation: int | None = None) -> None:
         """Buffer rows for RUN/<name>.csv (e.g. a classifier-by-generation matrix), committed like metrics."""
