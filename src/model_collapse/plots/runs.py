@@ -157,7 +157,7 @@ def plot_density(run: Path, out: Path, cache: dict | None = None) -> Path | None
     elif source.dim == 1:
         m0, c0 = truth.moments()
         sd = np.sqrt(c0[0, 0, 0])
-        x = np.linspace(m0[0, 0] - 4 * sd, m0[0, 0] + 4 * sd, 600)
+        x = np.linspace(m0[0, 0] - 4 * sd, m0[0, 0] + 4 * sd, 300)   # smooth at 100 dpi
         nc = min(exp.chains, 4)
         fig, axes = subplots(1, nc, figsize=(3.6 * nc, 3), squeeze=False)
         dens = {}
