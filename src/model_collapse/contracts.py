@@ -23,7 +23,9 @@ SOURCE_FOR = {
     "text": {"kind": "zipf-markov", "vocab": 40, "block": 16, "train_tokens": 16 * 300},
 }
 QUICK = {"vae": {"hidden": [32], "latent": 4, "epochs": 2, "val_fraction": 0.1, "batch": 64, "compile": False,
-                 "classifier": {"kind": "mlp", "hidden": [32], "max_epochs": 2}}}
+                 "classifier": {"kind": "mlp", "hidden": [32], "max_epochs": 2}},
+         "transformer": {"layers": 1, "heads": 2, "width": 16, "epochs": 1, "batch": 16, "compile": False,
+                         "threads": 1}}
 N = {"vector": 400, "category": 400, "image": 300, "text": 300}
 
 

@@ -10,6 +10,7 @@ from .gaussian import GaussianConfig
 from .gmm import GMMConfig
 from .kde import KDEConfig
 from .ngram import NgramConfig
+from .transformer_config import TransformerConfig
 from .vae_config import LabelledVAEConfig
 
 FAMILIES = {
@@ -19,4 +20,5 @@ FAMILIES = {
     "categorical": CategoricalConfig,
     "vae": LabelledVAEConfig,
     "ngram": NgramConfig,
+    "transformer": TransformerConfig,
 }
