@@ -17,6 +17,7 @@ DEMO = [
     ("gmm-blog", ["generations=60", "chains=4"]),
     ("gaussian-85-20", ["generations=100", "chains=100"]),
     ("tails-ngram", ["generations=4", "chains=2"]),
+    ("lm-quick", ["generations=2", "regime.n=200", "model.max_epochs=1", "model.finetune_epochs=1"]),
 ]
 
 
