@@ -99,7 +99,8 @@ class TransformerFamily:
         with num_threads(cfg.threads):
             for s in range(self.chains):
                 model = self._start(s, gen)
-                res, loss[s], tokens[s] = self._train(model, x[min(s, x.shape[0] - 1)], gen, fixed)
+                res, loss[s], tokens[s] = self._train(model, x[min(s, x.shape[0] - 1)], gen, fixed,
+                                                      cfg.finetune_lr if finetune and cfg.finetune_lr else cfg.lr)
                 epochs[s] = res.epochs[0]
                 history.append(np.concatenate(res.history) if res.history else np.zeros(0))
                 models.append(model)
@@ -131,13 +132,13 @@ class TransformerFamily:
         perm = torch.randperm(n, generator=gen).numpy()
         return x[np.sort(perm[n_val:])], x[np.sort(perm[:n_val])]
 
-    def _train(self, model: GPT, x: np.ndarray, gen: torch.Generator, fixed: Optional[int]):
-        """Fit one chain's model on blocks x (N, T): (FitResult, held-out loss, tokens trained)."""
+    def _train(self, model: GPT, x: np.ndarray, gen: torch.Generator, fixed: Optional[int], lr: float):
+        """Fit one chain's model on blocks x (N, T) at rate lr: (FitResult, held-out loss, tokens trained)."""
         cfg = self.cfg
         train, val = self._split(x, gen)
         to = lambda a: torch.from_numpy(a)[None].to(self.device)          # noqa: E731 - (1, M, C)
         (ti, tt), (vi, vt) = (tuple(map(to, self.windows(part))) for part in (train, val))
-        trainer = Trainer(model, lm_loss, lr=cfg.lr, optimizer="adamw", weight_decay=cfg.weight_decay,
+        trainer = Trainer(model, lm_loss, lr=lr, optimizer="adamw", weight_decay=cfg.weight_decay,
                           compile=cfg.compile, precision=cfg.precision, name="transformer", lr_key="model.lr")
         score = lambda: evaluate(model, lm_loss, (vi, vt), SCORE_ROWS)     # noqa: E731
         stop = None if fixed else EarlyStopping(1, cfg.patience, cfg.min_rel_improvement, cfg.min_epochs)

@@ -27,6 +27,9 @@ class TransformerConfig(Component):
     dropout: float = Field(0.0, ge=0, lt=1, description="dropout on embeddings, attention output and MLP")
     # -- training (one loop for every neural family: nn/trainer.py) -------------------------------
     lr: float = Field(1e-3, gt=0, description="AdamW learning rate (W4: 1e-3)")
+    finetune_lr: Optional[float] = Field(None, gt=0, description=(
+        "learning rate of a fit that starts from trained weights (init warm or gen0, generation >= 1); "
+        "None = lr. Shumailov et al. fine-tune at a small fraction of the pre-training rate"))
     weight_decay: float = Field(0.01, ge=0, description="AdamW decoupled weight decay (torch's default)")
     batch: int = Field(32, ge=1, description="blocks per step (W4: 32)")
     epochs: Optional[int] = Field(None, ge=1, description="fixed epochs for every fit (no early stopping); "
