@@ -176,6 +176,19 @@ def test_init_and_state_round_trip(init):
     assert same == (init != "warm")
 
 
+def test_prompt_from_end_continues_where_blocks_end():
+    """prompt_from: end puts each training block's last `prompt` tokens first and the model writes the rest, so a
+    second generation prompted from the first's samples starts from model-written text only."""
+    exp = contracts.experiment({**TINY, "epochs": 1, "mode": "prompted", "prompt": 4, "prompt_from": "end"},
+                               ZIPF, chains=2, regime={"kind": "replace", "n": 100})
+    src, fam, _, _ = build(exp)
+    real = src.real(100, np.random.default_rng(0))
+    fam.fit(real, np.random.default_rng(1))
+    x = fam.sample(100, np.random.default_rng(2))
+    assert np.array_equal(x[:, :, :4], np.broadcast_to(real[:, :, -4:], (2, 100, 4)))
+    assert not np.array_equal(x[:, :, 4:8], np.broadcast_to(real[:, :, 4:8], (2, 100, 4)))
+
+
 @pytest.mark.parametrize("change, needle", [
     ({"model": {**TINY, "context": 17}}, "model.context: a context of 17 tokens is longer than a block"),
     ({"model": {**TINY, "mode": "prompted", "prompt": 16}}, "model.prompt: the prompt (16 tokens) leaves nothing"),

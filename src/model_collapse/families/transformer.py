@@ -109,7 +109,8 @@ class TransformerFamily:
         self.models = models
         self.last_loss, self.last_epochs, self.last_tokens, self.last_history = loss, epochs, tokens, history
         if cfg.mode == "prompted":
-            self.prompts = np.ascontiguousarray(np.broadcast_to(x, (self.chains,) + x.shape[1:])[:, :, :cfg.prompt],
+            part = slice(0, cfg.prompt) if cfg.prompt_from == "start" else slice(self.block - cfg.prompt, self.block)
+            self.prompts = np.ascontiguousarray(np.broadcast_to(x, (self.chains,) + x.shape[1:])[:, :, part],
                                                 dtype=np.int32)
 
     def _start(self, s: int, gen: torch.Generator) -> GPT:
@@ -157,8 +158,9 @@ class TransformerFamily:
         return self.models
 
     def sample(self, n: int, rng: np.random.Generator) -> np.ndarray:
-        """n blocks per chain (S, n, T) int32. Prompted: block i keeps the first `prompt` tokens of a training
-        block (each once, in order, when n equals their number; else drawn) and the model writes the rest."""
+        """n blocks per chain (S, n, T) int32. Prompted: block i starts with the first (or last) `prompt` tokens
+        of a training block (each once, in order, when n equals their number; else drawn) and the model writes
+        the rest."""
         models, cfg, t = self._require_fit(), self.cfg, self.block
         out = np.empty((self.chains, n, t), np.int32)
         gen = torch.Generator().manual_seed(int(rng.integers(2 ** 62)))
