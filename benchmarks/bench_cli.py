@@ -12,7 +12,9 @@ checkpoints) and draws the figures. In one run this script measures:
 2. The plain scikit-learn loop (GaussianMixture(2).fit(x); x = gm.sample(10000)) per generation,
    held to 1 thread (threadpoolctl) and with default threads: bench_gmm.sklearn_chain.
 3. The kernel alone: our GMMFamily fit + sample per generation in process: bench_gmm.ours.
-4. Loop overhead = CLI per generation - kernel per generation, and its share of the kernel.
+4. Loop overhead = CLI per generation - kernel per generation, and its share of the kernel; and,
+   in process, the generation loop against fit + sample replaying the loop's own chain (the same
+   generators), which isolates the loop's bookkeeping from where a chain has drifted.
 5. `collapse run configs/gaussian-replace.yaml generations=1` whole process (median), the share
    of such a run spent importing (every import it makes, under -X importtime; and the time of
    `python -c "import model_collapse.cli"`), and whether torch is imported during it.
@@ -177,6 +179,51 @@ def cli_w1(gens: list[int], repeats: int) -> dict:
     return out
 
 
+def same_chain(gens: int, repeats: int) -> dict:
+    """The generation loop against fit + sample on the very same chain, in process.
+
+    bench_gmm.ours runs its own chain; EM's cost depends on where a chain has drifted, so the
+    loop is also timed against the kernel replaying the loop's own chain: the same experiment,
+    the same generators (derived before the clock starts), fit(x); x = sample(n). Per generation
+    by difference of `gens` and 1 generations; medians of interleaved repeats."""
+    from model_collapse.config import dump, load_raw, validate
+    from model_collapse.loop import build, run_generations
+    from model_collapse.rng import Seeds
+    from model_collapse.store import RunStore
+    raw = load_raw(ROOT / "configs" / "gmm-blog.yaml", W1[2:])
+
+    def loop(g: int) -> float:
+        exp = validate({**raw, "generations": g})
+        tmp = Path(tempfile.mkdtemp(prefix="bench-loop-"))
+        try:
+            store = RunStore.create(tmp / "run", dump(exp), overwrite=True)
+            t0 = time.perf_counter()
+            run_generations(exp, store, progress=False)
+            return time.perf_counter() - t0
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    def kernel(g: int) -> float:
+        exp = validate({**raw, "generations": g})
+        seeds = Seeds(exp.seed)
+        source, model, regime, _ = build(exp)
+        x, n = source.real(regime.size(0), seeds.rng("real")), regime.samples_needed(0)
+        fit, sample = [seeds.rng("fit", i) for i in range(g)], [seeds.rng("sample", i) for i in range(g)]
+        t0 = time.perf_counter()
+        for i in range(g):
+            model.fit(x, fit[i])
+            x = model.sample(n, sample[i])
+        return time.perf_counter() - t0
+
+    per = {"loop": [], "kernel": []}
+    for r in range(repeats):
+        for name, f in (("loop", loop), ("kernel", kernel))[::1 if r % 2 == 0 else -1]:
+            per[name].append((f(gens) - f(1)) / (gens - 1))
+    lo, ke = med(per["loop"]), med(per["kernel"])
+    return {"generations": gens, "repeats": repeats, "loop_ms_per_gen": 1e3 * lo, "kernel_ms_per_gen": 1e3 * ke,
+            "overhead_ms_per_gen": 1e3 * (lo - ke), "overhead_share": (lo - ke) / ke, "target_share": 0.25}
+
+
 def gaussian_startup(repeats: int) -> dict:
     """`collapse run gaussian-replace generations=1` whole process; import share; torch or not."""
     walls = []
@@ -269,6 +316,11 @@ def main() -> None:
                      "cpu_ms_per_gen": 1e3 * cpu / a.kernel_gens}
     print(f"  kernel: {out['kernel']['ms_per_gen']:.3f} ms/gen", flush=True)
 
+    print("4. the loop against the kernel on its own chain (in process)", flush=True)
+    out["same_chain"] = same_chain(max(gens), a.repeats)
+    print(f"  loop {out['same_chain']['loop_ms_per_gen']:.3f} ms/gen, kernel "
+          f"{out['same_chain']['kernel_ms_per_gen']:.3f} ms/gen", flush=True)
+
     c, k = out["cli_w1"]["ms_per_gen"], out["kernel"]["ms_per_gen"]
     loop_ms = out["cli_w1"]["phase_ms_per_gen"].get("loop", float("nan"))
     out["overhead"] = {"ms_per_gen": c - k, "share_of_kernel": (c - k) / k, "target_share": 0.25,
@@ -311,6 +363,10 @@ def table(o: dict) -> str:
              f"| overhead, CLI - kernel | {ov['ms_per_gen']:.3f} ms/gen = **{100 * ov['share_of_kernel']:.0f}%** "
              f"of the kernel (target <= 25%); inside the loop alone {ov['in_loop_ms_per_gen']:.3f} ms/gen "
              f"({100 * ov['in_loop_share_of_kernel']:.0f}%) |",
+             f"| the loop vs fit + sample on the loop's own chain, in process ({o['same_chain']['generations']} "
+             f"gens) | {o['same_chain']['loop_ms_per_gen']:.3f} vs {o['same_chain']['kernel_ms_per_gen']:.3f} ms/gen: "
+             f"overhead {o['same_chain']['overhead_ms_per_gen']:.3f} ms/gen = "
+             f"**{100 * o['same_chain']['overhead_share']:.0f}%** (target <= 25%) |",
              f"| sklearn / CLI (1 thread; default threads) | **x{r['sklearn_1thread_over_cli']:.1f}**; "
              f"x{r['sklearn_default_over_cli']:.1f} (target >= 50) |",
              f"| sklearn / kernel (1 thread; default threads) | x{r['sklearn_1thread_over_kernel']:.0f}; "

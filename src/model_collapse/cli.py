@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import sys
 import time
@@ -168,6 +169,9 @@ def _execute(raw: dict, out: Path, overwrite: bool, resume: bool, progress) -> N
     _prepare_out(out, overwrite)
     if not (out / "config.yaml").exists() or (out / "config.yaml").read_text() != top_text:
         atomic_write(out / "config.yaml", top_text.encode())
+    # The objects made so far (modules, configs: ~40,000) live to the end: keep the cyclic collector
+    # from re-scanning them during the loop (~2 us a generation of W1's 120).
+    gc.freeze()
     for exp, text, vdir, action in plan:
         if action == "skip":
             continue

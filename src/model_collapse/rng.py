@@ -41,11 +41,13 @@ class Seeds:
         r = ROLES[role]
         first, block = self._blocks.get(r, (-1, None))
         if block is None or not first <= g < first + len(block):
-            gens = np.arange(g, g + self.BATCH, dtype=np.uint64)
-            words = np.zeros((self.BATCH, len(self._run) + 2), np.uint32)
+            # Blocks grow (256, 512, ... 4,096): a short run derives little, a long one ~0.07 us a stream.
+            size = self.BATCH if block is None else min(2 * len(block), 16 * self.BATCH)
+            gens = np.arange(g, g + size, dtype=np.uint64)
+            words = np.zeros((size, len(self._run) + 2), np.uint32)
             words[:, :len(self._run)] = self._run
             words[:, -2], words[:, -1] = r, gens
-            first, block = g, seed_states(words)
+            first, block = g, seed_states(words).view(np.uint64)
             self._blocks[r] = (first, block)
         return np.random.Generator(np.random.PCG64(_Derived(block[g - first])))
 
@@ -130,9 +132,14 @@ def seed_states(words: np.ndarray, n_words: int = 8) -> np.ndarray:
 class _Derived(ISeedSequence):
     """A seed sequence whose state words are already known (PCG64 asks for four uint64)."""
 
+    __slots__ = ("state",)
+
     def __init__(self, state: np.ndarray):
-        self.state = np.ascontiguousarray(state)
+        self.state = state   # (4,) uint64: the 8 uint32 words of generate_state(8)
 
     def generate_state(self, n_words, dtype=np.uint32):
         """The precomputed words, as numpy's SeedSequence would give them."""
-        return self.state.view(np.uint64)[:n_words] if np.dtype(dtype) == np.uint64 else self.state[:n_words]
+        if dtype is np.uint64:   # PCG64's call, on every generator built: no dtype parsing
+            return self.state[:n_words]
+        words = self.state if np.dtype(dtype) == np.uint64 else self.state.view(np.uint32)
+        return words[:n_words]

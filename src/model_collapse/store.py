@@ -53,9 +53,10 @@ def atomic_write(path: Path, data: bytes, durable: bool = True) -> None:
 
 
 def _rows(generation: int, table: np.ndarray) -> str:
-    """CSV lines `generation,chain,values...` of one generation's (chains, columns) table."""
-    return "".join(f"{generation},{c}," + ",".join([f"{v:.10g}" for v in row]) + "\n"
-                   for c, row in enumerate(table.tolist()))
+    """CSV lines `generation,chain,values...` of one generation's (chains, columns) table
+    (one %-format per row: the same text as f"{v:.10g}" per value, at a third of the cost)."""
+    fmt = "%d,%d" + ",%.10g" * table.shape[1] + "\n"
+    return "".join([fmt % (generation, c, *row) for c, row in enumerate(table.tolist())])
 
 
 def save_npz(path: Path, arrays: dict[str, np.ndarray], durable: bool = True) -> None:
@@ -198,9 +199,14 @@ class RunStore:
             self.columns = names
         elif names != self.columns:
             raise RuntimeError(f"metric columns changed at generation {generation}: {names} != {self.columns}")
-        table = np.empty((chains, len(names)))
-        for j, c in enumerate(names):
-            table[:, j] = columns[c]
+        try:
+            table = np.array(list(columns.values()), float).T   # (S,) columns, as most metrics give
+        except ValueError:                                      # columns of mixed shapes
+            table = None
+        if table is None or table.shape != (chains, len(names)):   # scalars or (1,) columns: broadcast
+            table = np.empty((chains, len(names)))
+            for j, c in enumerate(names):
+                table[:, j] = columns[c]
         # Formatted when flushed: W1 records 10,000 cheap generations, and text per row costs more than a fit.
         self.pending.append(("metrics", generation, "generation,chain," + ",".join(names), table))
         return table

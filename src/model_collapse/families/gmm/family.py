@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from typing import ClassVar, Literal
 
@@ -244,13 +245,11 @@ class GMMFamily:
         std_k is the standard deviation in 1-D and sqrt(trace(cov_k) / d), the root-mean-square
         per-axis standard deviation, in d dimensions.
         """
+        if self.chains == 1 and self.dim == 1:
+            return self._params_one()
         order = np.argsort(self.means[:, :, 0], axis=1, kind="stable")
-        if self.chains == 1:   # W1 records every generation of one chain: skip fancy indexing
-            o = order[0]
-            w, m, c = self.weights[:, o], self.means[:, o], self.covs[:, o]
-        else:
-            rows = np.arange(self.chains)[:, None]
-            w, m, c = self.weights[rows, order], self.means[rows, order], self.covs[rows, order]
+        rows = np.arange(self.chains)[:, None]
+        w, m, c = self.weights[rows, order], self.means[rows, order], self.covs[rows, order]
         std = np.sqrt(c[..., 0, 0] if self.dim == 1 else np.trace(c, axis1=2, axis2=3) / self.dim)
         out = {}
         for k, names in enumerate(self._param_names()):
@@ -263,6 +262,23 @@ class GMMFamily:
             out[names[2]] = w[:, k]
         out["degenerate"] = self.degenerate.astype(float)
         return out
+
+    def _params_one(self) -> dict[str, np.ndarray]:
+        """params() of one 1-D chain with Python floats (W1 records every generation of one chain, and
+        a dozen tiny NumPy calls cost more than its fit's bookkeeping): the same values, bit for bit."""
+        m, v, w = self.means[0, :, 0].tolist(), self.covs[0, :, 0, 0].tolist(), self.weights[0].tolist()
+        values = []
+        for k in sorted(range(self.k), key=m.__getitem__):   # stable, as argsort(kind="stable")
+            values += (m[k], math.sqrt(v[k]), w[k])
+        values.append(float(self._diag[0, 3] > 0))
+        table = np.array([values])
+        return {name: table[:, j] for j, name in enumerate(self._flat_names())}
+
+    def _flat_names(self) -> list[str]:
+        """Column names in params() order (1-D)."""
+        if getattr(self, "_flat", None) is None:
+            self._flat = [name for names in self._param_names() for name in names] + ["degenerate"]
+        return self._flat
 
     def state_dict(self) -> dict[str, np.ndarray]:
         """Copies of the mixture parameters, warm-start flags and the last fit's diagnostics."""
