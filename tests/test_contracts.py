@@ -17,6 +17,7 @@ TRUTH_FOR = {"gaussian": GAUSS_SOURCE, "kde": GAUSS_SOURCE}
 DIST_FAMILIES = [k for k, c in FAMILIES.items() if c.data_kinds & {"vector", "category"}]
 # Each metric on a family and source it applies to.
 METRIC_ON = {
+    "test_error": ("linreg", {"kind": "linreg"}),
     "params": ("gaussian", {"kind": "gaussian"}),
     "kl": ("gaussian", {"kind": "gaussian"}),
     "wasserstein": ("gmm", {"kind": "gmm"}),

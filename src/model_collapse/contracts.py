@@ -21,6 +21,7 @@ SOURCE_FOR = {
     "category": {"kind": "categorical", "k": 6, "dist": "zipf"},
     "image": {"kind": "digits"},
     "text": {"kind": "zipf-markov", "vocab": 40, "block": 16, "train_tokens": 16 * 300},
+    "pairs": {"kind": "linreg", "dim": 3},
 }
 QUICK = {"vae": {"hidden": [32], "latent": 4, "epochs": 2, "val_fraction": 0.1, "batch": 64, "compile": False,
                  "classifier": {"kind": "mlp", "hidden": [32], "max_epochs": 2}},

@@ -36,7 +36,7 @@ CAPABILITIES = {
 }
 
 TRUTH_NAMES = {"gaussian": "Gaussian", "gmm": "Gaussian-mixture", "categorical": "categorical",
-               "markov": "Markov-language"}
+               "markov": "Markov-language", "linreg": "linear-model"}
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ from .categorical import CategoricalConfig
 from .gaussian import GaussianConfig
 from .gmm import GMMConfig
 from .kde import KDEConfig
+from .linreg import LinRegConfig
 from .ngram import NgramConfig
 from .transformer_config import TransformerConfig
 from .vae_config import LabelledVAEConfig
@@ -18,6 +19,7 @@ FAMILIES = {
     "gmm": GMMConfig,
     "kde": KDEConfig,
     "categorical": CategoricalConfig,
+    "linreg": LinRegConfig,
     "vae": LabelledVAEConfig,
     "ngram": NgramConfig,
     "transformer": TransformerConfig,

@@ -4,6 +4,13 @@ Refitting N(mu, Sigma) to N of its own samples shrinks E[var] by (N-1)/N per
 generation under MLE (Shumailov et al., Nature 2024, Sec. "Theoretical
 intuition"); the unbiased estimator keeps E[var] fixed while the variance of
 var grows, so single chains still wander towards 0.
+
+`temperature` lambda is the sampling bias of Alemohammad et al. 2023 ("Self-
+consuming generative models go MAD"): the fit is unchanged, samples come from
+N(mu, lambda Sigma). lambda scales the covariance (the standard deviation by
+sqrt(lambda)), as p(x)^(1/lambda) of a Gaussian is N(mu, lambda Sigma): the same
+sense as a softmax temperature. Under replace with the MLE, E[var_g] =
+var ((N-1)/N)^(g+1) lambda^g (theory.py).
 """
 
 from __future__ import annotations
@@ -12,6 +19,7 @@ from dataclasses import dataclass
 from typing import ClassVar, Literal
 
 import numpy as np
+from pydantic import Field
 
 from ..schema import Component
 
@@ -26,6 +34,8 @@ class GaussianConfig(Component):
     # Wishart) instead of N points: exact in distribution, O(d^2) not O(N d).
     summary: bool = False
     var_floor: float = 1e-12
+    # Sampling bias lambda (Alemohammad et al. 2023): sample N(mu, lambda Sigma); 1 samples the fit itself.
+    temperature: float = Field(1.0, gt=0)
 
     data_kinds: ClassVar[frozenset] = frozenset({"vector"})
 
@@ -119,9 +129,11 @@ class GaussianFamily:
         return np.linalg.cholesky(self.cov)
 
     def sample(self, n: int, rng: np.random.Generator):
-        """n points per chain (S, n, d), or their exact summary when cfg.summary."""
+        """n points per chain (S, n, d) from N(mean, temperature cov), or their exact summary when cfg.summary."""
         s, d = self.chains, self.dim
         chol = self._chol()
+        if self.cfg.temperature != 1.0:   # skipped at 1: the default draws stay bit-identical
+            chol = chol * np.sqrt(self.cfg.temperature)
         if self.cfg.summary:
             z = rng.standard_normal((s, d, 1))
             mean = self.mean + (chol @ z)[:, :, 0] / np.sqrt(n)

@@ -4,6 +4,14 @@ Sampling a KDE picks a training point and adds kernel noise, so each
 generation inflates the variance by the kernel's (a factor 1 + h^2 with
 scipy's convention, where the kernel covariance is h^2 times the data
 covariance): the opposite drift to the MLE Gaussian's shrinkage.
+
+`bandwidth_mode: absolute` takes the bandwidth as the kernel's standard
+deviation in data units (kernel covariance h^2 I), scikit-learn's
+KernelDensity convention, which Kazdan et al. 2024 ("Collapse or thrive?")
+use; there each generation adds h^2 of variance, whatever the data's spread.
+`temperature` lambda (Alemohammad et al. 2023's sampling bias) scales the
+kernel covariance when sampling (the kernel sd by sqrt(lambda)), as the
+Gaussian family scales its covariance; the fitted density is unchanged.
 """
 
 from __future__ import annotations
@@ -11,6 +19,7 @@ from __future__ import annotations
 from typing import ClassVar, Literal, Union
 
 import numpy as np
+from pydantic import Field
 
 from ..schema import Component
 from ..special import ndtr
@@ -24,6 +33,12 @@ class KDEConfig(Component):
     # scipy.stats.gaussian_kde); "scott" is n^(-1/(d+4)), "silverman"
     # (n (d+2) / 4)^(-1/(d+4)).
     bandwidth: Union[float, Literal["scott", "silverman"]] = "scott"
+    # relative: the kernel covariance is h^2 times the data covariance (scipy.stats.gaussian_kde);
+    # absolute: it is h^2 I, h the kernel sd in data units (scikit-learn's KernelDensity, whose
+    # "scott"/"silverman" are the same numbers n^(-1/(d+4)), ..., used as that sd).
+    bandwidth_mode: Literal["relative", "absolute"] = "relative"
+    # Sampling bias lambda: samples add kernel noise of covariance lambda * kernel covariance.
+    temperature: float = Field(1.0, gt=0)
 
     data_kinds: ClassVar[frozenset] = frozenset({"vector"})
 
@@ -54,7 +69,7 @@ class KDEFamily:
         return float(bw)
 
     def fit(self, data, rng=None) -> None:
-        """Keep the points; kernel covariance = h^2 * sample covariance (ddof=1)."""
+        """Keep the points; kernel covariance = h^2 * sample covariance (ddof=1), or h^2 I if absolute."""
         x = np.asarray(data, float)
         self.points = x
         c = x - x.mean(axis=1, keepdims=True)
@@ -63,15 +78,21 @@ class KDEFamily:
         # the kernel stays a density (recorded via params()["degenerate"]).
         self.degenerate = np.trace(cov, axis1=1, axis2=2) < 1e-24
         cov[self.degenerate] += 1e-12 * np.eye(self.dim)
-        self.kcov = cov * self.factor(x.shape[1]) ** 2
+        if self.cfg.bandwidth_mode == "absolute":
+            self.kcov = np.broadcast_to(np.eye(self.dim) * self.factor(x.shape[1]) ** 2, cov.shape).copy()
+        else:
+            self.kcov = cov * self.factor(x.shape[1]) ** 2
 
     def sample(self, n: int, rng: np.random.Generator) -> np.ndarray:
-        """Resample training points and add kernel noise: (S, n, d)."""
+        """Resample training points and add kernel noise (covariance temperature * kcov): (S, n, d)."""
         s, m = self.points.shape[:2]
         idx = rng.integers(0, m, size=(s, n))
         base = np.take_along_axis(self.points, idx[:, :, None], axis=1)
         z = rng.standard_normal((s, n, self.dim))
-        return base + z @ np.linalg.cholesky(self.kcov).transpose(0, 2, 1)
+        chol = np.linalg.cholesky(self.kcov)
+        if self.cfg.temperature != 1.0:   # skipped at 1: the default draws stay bit-identical
+            chol = chol * np.sqrt(self.cfg.temperature)
+        return base + z @ chol.transpose(0, 2, 1)
 
     def log_prob(self, x: np.ndarray, chunk: int = 256) -> np.ndarray:
         """Log density at shared points x (M, d): (S, M), in chunks to bound memory."""
@@ -105,7 +126,7 @@ class KDEFamily:
         return mean, np.einsum("snd,sne->sde", c, c) / self.points.shape[1] + self.kcov
 
     def params(self) -> dict[str, np.ndarray]:
-        """Mean and variance of the estimated density (1-D) or trace (d-dim), and bandwidth."""
+        """Mean and variance of the estimated density (1-D) or trace (d-dim), and bandwidth h."""
         mean, cov = self.moments()
         out = ({"mean": mean[:, 0], "var": cov[:, 0, 0]} if self.dim == 1
                else {"trace": np.trace(cov, axis1=1, axis2=2)})

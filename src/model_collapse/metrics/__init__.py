@@ -96,6 +96,7 @@ METRICS = {
     "tail": Metric("distribution:tail", Needs(kinds=("vector",), truth=("gaussian", "gmm"),
                                               model_any=("cdf", "items")), TailParams),
     "nll": Metric("distribution:nll", Needs(model=("log_prob",), source=("truth",))),
+    "test_error": Metric("regression:test_error", Needs(kinds=("pairs",), truth=("linreg",))),
     "pixels": Metric("images:pixels", Needs(kinds=("image",))),
     "classes": Metric("images:classes", Needs(kinds=("image",), source=("reference_classifier",)), ClassesParams),
     "latent_std": Metric("images:LatentStd", Needs(kinds=("image",), model=("encode",))),

@@ -84,8 +84,11 @@ def _bands(cols, rows, name):
     return gens, q[1], q[0], q[2], mean
 
 
-def _panel(ax, cols, rows, name, label=None, color=None, theory=None):
-    """Draw one metric column: median line, 5-95% band, mean dashed, theory dotted."""
+def _panel(ax, cols, rows, name, label=None, color=None, theory=None, bound=None):
+    """Draw one metric column: median line, 5-95% band, mean dashed, theory dotted, a bound dash-dotted.
+
+    Overlaid runs (variants) draw their closed forms in their own colour, so replace's and
+    accumulate's curves can be told apart; a single run draws it in black."""
     gens, med, lo, hi, mean = _bands(cols, rows, name)
     # A panel is ~250 px wide: past ~150 points a line only drawing time grows (7 panels of 300-point
     # lines took ~12 ms more than of 50 here); metrics.csv keeps every generation.
@@ -97,8 +100,11 @@ def _panel(ax, cols, rows, name, label=None, color=None, theory=None):
     if rows.shape[0] > len(gens):
         ax.fill_between(gens, lo, hi, color=line.get_color(), alpha=0.2, lw=0)
         ax.plot(gens, mean, color=line.get_color(), lw=1, ls="--", label=f"{label or ''} mean".strip())
+    ink = "k" if label is None else line.get_color()
     if theory is not None:
-        ax.plot(gens, theory(gens), color="k", lw=1.2, ls=":", label=f"{label or ''} theory".strip())
+        ax.plot(gens, theory(gens), color=ink, lw=1.2, ls=":", label=f"{label or ''} theory".strip())
+    if bound is not None:
+        ax.axhline(bound, color=ink, lw=0.8, ls="-.", label=f"{label or ''} bound".strip())
     ax.set_title(name, fontsize=9, y=1.0)   # a fixed y skips matplotlib's title placement pass
     ax.tick_params(labelsize=7)
     ax.locator_params(nbins=4)   # few ticks: drawing tick objects is most of a figure's cost
@@ -116,14 +122,15 @@ def _grid(n):
 
 def plot_metrics(runs: dict[str, Path], out: Path, cache: dict | None = None) -> Path:
     """One panel per metric column; several runs (variants) are overlaid."""
-    from ..theory import expected
+    from ..theory import bound, expected
     loaded = {k: _load(p, cache) for k, p in runs.items()}
     cols = [c for c in next(iter(loaded.values()))[1] if c not in SKIP and not HISTOGRAM.fullmatch(c)]
     fig, axes = _grid(len(cols))
     for i, (label, (exp, c, rows)) in enumerate(loaded.items()):
         for ax, name in zip(axes, cols):
             if name in c and len(rows):
-                _panel(ax, c, rows, name, label if len(runs) > 1 else None, f"C{i}", expected(exp, name))
+                _panel(ax, c, rows, name, label if len(runs) > 1 else None, f"C{i}", expected(exp, name),
+                       bound(exp, name))
     chains = next(iter(loaded.values()))[0].chains
     fig.supxlabel("generation", fontsize=8, y=0.005)   # one label for every panel
     fig.suptitle(f"{out.parent.name}: median and 5-95% band over {chains} chains "
@@ -139,8 +146,8 @@ def plot_density(run: Path, out: Path, cache: dict | None = None) -> Path | None
     exp, _, _ = _load(run, cache)
     snaps = RunStore(run).snapshots()
     decl = exp.source.declare()
-    if not snaps or decl.truth is None:
-        return None
+    if not snaps or decl.truth is None or decl.data_kind not in ("vector", "category"):
+        return None   # densities of vectors and categories only (not regression pairs)
     source, model, _, _ = build(exp)
     truth = source.truth
     cmap = get_cmap("viridis")

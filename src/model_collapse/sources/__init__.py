@@ -2,12 +2,14 @@
 
 from .distributions import CategoricalSourceConfig, GaussianSourceConfig, GMMSourceConfig
 from .images import ImageSourceConfig
+from .regression import LinRegSourceConfig
 from .text import KJVSourceConfig, TextFileSourceConfig, ZipfMarkovSourceConfig
 
 SOURCES = {
     "gaussian": GaussianSourceConfig,
     "gmm": GMMSourceConfig,
     "categorical": CategoricalSourceConfig,
+    "linreg": LinRegSourceConfig,
     "mnist": ImageSourceConfig,
     "fashion-mnist": ImageSourceConfig,
     "emnist": ImageSourceConfig,

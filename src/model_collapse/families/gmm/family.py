@@ -40,6 +40,9 @@ class GMMConfig(Component):
     # Samples come grouped by component (as scikit-learn's sample); shuffle makes their order
     # exchangeable, for regimes that take a prefix.
     shuffle: bool = False
+    # Sampling bias lambda (Alemohammad et al. 2023): each component samples N(mu_k, lambda Sigma_k);
+    # the weights and the fit are unchanged. 1 samples the fit itself.
+    temperature: float = Field(1.0, gt=0)
     backend: Literal["auto", "c", "numpy"] = "auto"
     threads: int = Field(0, ge=0)   # 0: every CPU this process may use
 
@@ -60,6 +63,13 @@ class GMMConfig(Component):
             return [("model.components", f"{self.components} components need at least "
                      f"{self.components} training points per generation (regime n = {n})")]
         return []
+
+
+class _Tempered:
+    """What the samplers read of a family (means, covs, threads), covariances scaled by lambda."""
+
+    def __init__(self, fam: "GMMFamily", lam: float):
+        self.means, self.covs, self._threads = fam.means, fam.covs * lam, fam._threads
 
 
 class GMMFamily:
@@ -185,7 +195,7 @@ class GMMFamily:
         """n points per chain (S, n, d): component counts ~ Multinomial(n, w), then normals.
 
         Points come grouped by component, in component order (as scikit-learn's sample);
-        cfg.shuffle permutes each chain's points.
+        cfg.shuffle permutes each chain's points; component covariances are scaled by cfg.temperature.
         """
         s, d = self.chains, self.dim
         # one chain: 1-D pvals take numpy's fast path (the same draws as the 2-D call)
@@ -195,11 +205,13 @@ class GMMFamily:
         npair = (m + 1) // 2
         raw = rng.bit_generator.random_raw(2 * npair)
         runner = self._get_runner()
+        # At temperature 1 the family itself is sampled, so the default draws stay bit-identical.
+        src = self if self.cfg.temperature == 1.0 else _Tempered(self, self.cfg.temperature)
         if runner is not None:
-            x = runner.sample(self, raw, npair, counts, n)[:m].reshape(s, n, 1)
+            x = runner.sample(src, raw, npair, counts, n)[:m].reshape(s, n, 1)
         else:
             z = box_muller(raw)[:m].reshape(s, n, d)
-            x = _affine_numpy(z, counts, self.means, self.covs)
+            x = _affine_numpy(z, counts, src.means, src.covs)
         if self.cfg.shuffle:
             x = rng.permuted(x, axis=1)
         return x
