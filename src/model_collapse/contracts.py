@@ -90,18 +90,42 @@ def check_family(model: dict, source: dict | None = None, chains: int = 3) -> No
         assert fam.decode(np.zeros((chains, 5, fam.cfg.latent))).shape[:2] == (chains, 5)
 
 
-def check_filter(filt: dict, model: dict | None = None, chains: int = 3) -> None:
-    """A filter returns a (S, n) boolean keep mask, determined by its rng, and fills a generation."""
+# A model and source for filters that judge images (the reference classifier of the 8x8 digits).
+FILTER_ON = {"image": ({"kind": "vae"}, {"kind": "digits", "classifier": "mlp"})}
+
+
+def check_filter(filt: dict, model: dict | None = None, chains: int = 3, source: dict | None = None) -> None:
+    """A filter returns a (S, n) boolean keep mask, determined by its rng, and fills a generation;
+    one with state (state_dict/load_state_dict) filters a later generation the same after a round trip.
+    A filter with begin() is called as the stage calls it: begin() first."""
     from .filters.stage import filtered_sample
-    exp = experiment(model or {"kind": "gaussian"}, chains=chains, filter=filt)
+    from .plugins import find
+    kinds = find("filters", filt["kind"]).needs.kinds
+    if model is None and kinds and "vector" not in kinds and kinds[0] in FILTER_ON:
+        model, source = FILTER_ON[kinds[0]][0], source or FILTER_ON[kinds[0]][1]
+    exp = experiment(model or {"kind": "gaussian"}, source, chains=chains, filter=filt)
     source, fam, regime, f = build(exp)
+    fresh = getattr(f, "begin", lambda: None)
     fam.fit(source.real(regime.size(0), np.random.default_rng(0)), np.random.default_rng(1))
     x = fam.sample(200, np.random.default_rng(2))
+    fresh()
     keep = np.asarray(f(x, fam, np.random.default_rng(3)))
     assert keep.shape == (chains, 200) and keep.dtype == bool, f"keep mask {keep.shape} {keep.dtype}"
+    fresh()
     assert _same(keep, f(x, fam, np.random.default_rng(3))), "the keep mask is not determined by the rng"
     out, rate = filtered_sample(fam, f, 100, np.random.default_rng(4), np.random.default_rng(5), 20)
     assert out.shape[:2] == (chains, 100) and rate.shape == (chains,) and np.all((rate > 0) & (rate <= 1))
+    if hasattr(f, "state_dict"):   # a resumed run rebuilds the filter and loads its checkpointed state
+        state = {k: np.array(v) for k, v in f.state_dict().items()}
+        assert all(isinstance(k, str) for k in state), "state_dict keys must be strings"
+        fam.fit(out, np.random.default_rng(6))   # a later generation
+        x = fam.sample(200, np.random.default_rng(7))
+        other = build(exp)[3]
+        other.load_state_dict(state)
+        fresh()
+        getattr(other, "begin", lambda: None)()
+        assert _same(f(x, fam, np.random.default_rng(8)), other(x, fam, np.random.default_rng(8))), \
+            "a filter restored from its state_dict keeps differently: a resumed run would differ"
 
 
 def check_metric(entry, model: dict, source: dict | None = None, chains: int = 3) -> None:

@@ -112,6 +112,8 @@ def run_generations(exp, store, progress: bool | None = None) -> int:
         out = {**_prefixed("model/", model.state_dict()), **_prefixed("regime/", regime.state_dict())}
         for m, fn in stateful.items():
             out.update(_prefixed(f"metric/{m}/", fn.state_dict()))
+        if hasattr(filt, "state_dict"):   # a filter that keeps state (likelihood under the generation-0 model)
+            out.update(_prefixed("filter/", filt.state_dict()))
         return out
 
     start, samples, accept = 0, None, None
@@ -122,6 +124,8 @@ def run_generations(exp, store, progress: bool | None = None) -> int:
         regime.load_state_dict(_unprefixed("regime/", ckpt))
         for m, fn in stateful.items():
             fn.load_state_dict(_unprefixed(f"metric/{m}/", ckpt))
+        if hasattr(filt, "load_state_dict"):
+            filt.load_state_dict(_unprefixed("filter/", ckpt))
         start = last + 1
         if start < exp.generations:
             samples, accept = draw(last)

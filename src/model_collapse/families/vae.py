@@ -148,14 +148,30 @@ class VAEFamily:
                    for a in range(0, z.shape[1], EVAL_CHUNK)]
         return torch.cat(out, 1).numpy() if out else np.zeros((self.chains, 0, self.pixels), np.float32)
 
+    def latents(self, n: int, gen: torch.Generator) -> torch.Tensor:
+        """n prior draws per chain (S, n, latent): temperature * e, e ~ N(0, I), each |e_i| <= truncation if set.
+
+        temperature^2 is the sampling bias lambda of Alemohammad et al. (2023) on the prior's
+        covariance; truncation redraws the coordinates beyond it (Brock et al. 2019). With the
+        defaults (1, None) this is exactly one randn call, as it always was.
+        """
+        e = torch.randn(self.chains, n, self.cfg.latent, generator=gen)
+        t = self.cfg.truncation
+        if t is not None:
+            bad = e.abs() > t
+            while bad.any():   # each round keeps P(|e| <= t) of the rest: a few rounds for t >= 1
+                e[bad] = torch.randn(int(bad.sum()), generator=gen)
+                bad = e.abs() > t
+        return e * self.cfg.temperature
+
     def sample(self, n: int, rng: np.random.Generator) -> np.ndarray:
         """n unlabelled images per chain from the prior: (S, n, P + 1) in the training data's dtype.
 
-        Each image is the decoder's mean for z ~ N(0, temperature^2 I) (no pixel noise), as in
-        the MNIST experiment; uint8 images are rounded and clipped to 0..255.
+        Each image is the decoder's mean for z from latents() (no pixel noise), as in the
+        MNIST experiment; uint8 images are rounded and clipped to 0..255.
         """
         gen = torch.Generator().manual_seed(int(rng.integers(2 ** 62)))
-        z = torch.randn(self.chains, n, self.cfg.latent, generator=gen) * self.cfg.temperature
+        z = self.latents(n, gen)
         px = self.decode(z.numpy())
         out = np.empty((self.chains, n, self.pixels + 1), self.dtype)
         out[..., :self.pixels] = np.clip(np.rint(px) if self.dtype == np.uint8 else px, 0, 255)

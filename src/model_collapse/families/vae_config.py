@@ -44,7 +44,14 @@ class VAEConfig(Component):
     min_rel_improvement: float = Field(3e-3, ge=0)
     # warm: keep training the previous generation's VAE (the original experiment); fresh: re-initialise.
     init: Literal["warm", "fresh"] = "warm"
-    temperature: float = Field(1.0, gt=0)   # prior draws z ~ N(0, temperature^2 I)
+    temperature: float = Field(1.0, gt=0, description=(
+        "prior scale of the samples: z ~ N(0, temperature^2 I), then decoded (Glow's temperature, Kingma & "
+        "Dhariwal 2018). Below 1 trades diversity for quality (draws crowd the prior's mode): the sampling "
+        "bias of Alemohammad et al. (2023), whose lambda scales the covariance, so lambda = temperature^2 "
+        "(as the gaussian family's temperature). 1 samples the model as fitted."))
+    truncation: Optional[float] = Field(None, gt=0, description=(
+        "truncate the standard-normal draws before scaling: every coordinate with |z_i| > truncation is "
+        "drawn again until none is (the truncation trick, Brock et al. 2019); None keeps the full prior"))
     threads: int = Field(0, ge=0)           # torch threads while fitting/sampling; 0 = torch's default (all cores)
     # Compile the whole train step (forward, backward, Adam) into one graph (nn/trainer.py): ~1.5x
     # faster epochs than the eager path (benchmarks/bench_vae.py) after a one-off compile per

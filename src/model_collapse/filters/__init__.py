@@ -5,11 +5,24 @@ built with its parameters and the source (so it can reach the reference
 classifier or the true density), it sees the model and a batch of samples and
 returns which to keep. The loop (stage.py) draws more until every chain has
 the count the regime needs, and records the acceptance rate per chain.
+
+Optional hooks the loop uses when a filter object has them: `begin()` (called
+before a generation's first round; dedupe forgets the previous generation) and
+`state_dict()` / `load_state_dict()` (saved in every checkpoint under filter/,
+so a resumed run filters exactly as an uninterrupted one; likelihood under: gen0
+keeps the generation-0 model this way).
 """
 
 from .basic import NoFilterConfig, RandomFilterConfig
+from .classifier import ConfidenceFilterConfig, VerifierFilterConfig
+from .dedupe import DedupeFilterConfig
+from .likelihood import LikelihoodFilterConfig
 
 FILTERS = {
     "none": NoFilterConfig,
     "random": RandomFilterConfig,
+    "confidence": ConfidenceFilterConfig,
+    "likelihood": LikelihoodFilterConfig,
+    "verifier": VerifierFilterConfig,
+    "dedupe": DedupeFilterConfig,
 }

@@ -20,6 +20,8 @@ def filtered_sample(model, filt, n: int, sample_rng: np.random.Generator, filter
     parts: list[list[np.ndarray]] | None = None
     have = drawn = None
     ask = n
+    if hasattr(filt, "begin"):   # a filter with memory across rounds (dedupe) starts the generation afresh
+        filt.begin()
     for _ in range(max_rounds):
         x = model.sample(ask, sample_rng)
         if not isinstance(x, np.ndarray):

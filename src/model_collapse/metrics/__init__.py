@@ -65,6 +65,33 @@ class TextSamplesParams(Params):
     chains: int = Field(1, ge=1)
 
 
+class FidParams(Params):
+    """`fid`: samples per chain compared with as many fixed real test images (FID depends on it)."""
+
+    n: int = Field(10000, ge=2)
+
+
+class PrdcParams(Params):
+    """`prdc`: samples per chain and real test images (n), nearest neighbours (k; Naeem et al. 2020: 5)."""
+
+    n: int = Field(10000, ge=2)
+    k: int = Field(5, ge=1)
+
+
+class MemorisationParams(Params):
+    """`memorisation`: samples per chain and real test images (n); quantile q of test-to-train distances."""
+
+    n: int = Field(10000, ge=2)
+    q: float = Field(0.05, gt=0, lt=1)
+
+
+class SparsityParams(Params):
+    """`latent_sparsity`: held-out real images encoded (n); Var_x of a mean code below threshold = collapsed."""
+
+    n: int = Field(2000, ge=2)
+    threshold: float = Field(0.01, gt=0)
+
+
 @dataclass(frozen=True)
 class Metric:
     """A registered metric: where its code is, what it needs, what parameters it takes."""
@@ -103,6 +130,11 @@ METRICS = {
     "classifier_matrix": Metric("images:ClassifierMatrix", Needs(kinds=("image",), model=("classify",)),
                                 MatrixParams),
     "grid": Metric("grid:sample_grid", Needs(kinds=("image",), model=("decode",))),
+    "fid": Metric("quality:fid", Needs(kinds=("image",), source=("reference_classifier",)), FidParams),
+    "prdc": Metric("quality:prdc", Needs(kinds=("image",), source=("reference_classifier",)), PrdcParams),
+    "memorisation": Metric("quality:memorisation", Needs(kinds=("image",), source=("reference_classifier",)),
+                           MemorisationParams),
+    "latent_sparsity": Metric("quality:latent_sparsity", Needs(kinds=("image",), model=("encode",)), SparsityParams),
     "perplexity": Metric("text:perplexity", Needs(kinds=("text",), model=("score_text",))),
     "ppl_gen0": Metric("text:PplGen0", Needs(kinds=("text",), model=("score_text", "items")), PplGen0Params),
     "truth_ppl": Metric("text:truth_ppl", Needs(kinds=("text",), truth=("markov",), model=("items",))),

@@ -5,7 +5,13 @@
   "Is model collapse inevitable?": test error stays bounded).
 - accumulate-subsample: a fixed-size random subset of that pool.
 - mix: shares of fresh true samples, a fixed real set, the previous training
-  set carried over, and fresh model samples.
+  set carried over, and fresh model samples. It expresses the three loops of
+  Alemohammad et al. (2023, "Self-consuming generative models go MAD") with
+  real_n = R real items at generation 0 and n = R + M items later: fitted = 1 is
+  the fully synthetic loop; real = R/n keeps the whole fixed real set in every
+  generation beside M samples (synthetic augmentation loop); truth = R/n draws R
+  real items afresh every generation (fresh data loop; for an image source,
+  fresh() draws from the whole training split, independently each generation).
 - schedule: the synthetic share grows with the generation (more of the web is
   model-written every year); the rest is true or real data.
 Regimes never modify arrays in place: checkpoints hold references to them.
@@ -13,7 +19,7 @@ Regimes never modify arrays in place: checkpoints hold references to them.
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+from typing import ClassVar, Literal, Optional
 
 from pydantic import Field
 
@@ -116,7 +122,10 @@ class MixConfig(Component):
 
     kind: Literal["mix"] = "mix"
     n: int = Field(1000, gt=0)
-    grow: int = Field(0, ge=0)  # training-set size at generation g is n + grow * g
+    grow: int = Field(0, ge=0)  # training-set size at generation g >= 1 is n + grow * g
+    # Size of the real set generation 0 trains on (default n). The `real` share draws from this
+    # set, so real * n >= real_n puts all of it in every generation (Alemohammad et al. 2023).
+    real_n: Optional[int] = Field(None, gt=0)
     truth: float = 0.0          # fresh draws from the true distribution (or the real pool)
     real: float = 0.0
     previous: float = 0.0
@@ -183,8 +192,9 @@ class Mix(Replace):
         self.previous = None
 
     def size(self, g: int) -> int:
-        """n + grow * g."""
-        return self.cfg.n + self.cfg.grow * g
+        """n + grow * g; real_n (when set) at generation 0."""
+        first = getattr(self.cfg, "real_n", None)
+        return first if g == 0 and first is not None else self.cfg.n + self.cfg.grow * g
 
     def shares(self, g: int) -> list[float]:
         """(truth, real, previous, fitted) shares at generation g."""
