@@ -1,4 +1,4 @@
-"""The `collapse` command line: run, resume, list, plot, demo."""
+"""The `collapse` command line: run, resume, list, plot, demo, report."""
 
 from __future__ import annotations
 
@@ -136,12 +136,15 @@ def _record_stop(store, e: BaseException) -> None:
         pass
 
 
-def _execute(raw: dict, out: Path, overwrite: bool, resume: bool, progress) -> None:
-    """Validate, then run every variant of an experiment into out (resuming where asked)."""
+def _execute(raw: dict, out: Path, overwrite: bool, resume: bool, progress, log=(), mlflow_uri=None) -> None:
+    """Validate, then run every variant of an experiment into out (resuming where asked); `log` names
+    trackers (logging_sinks.py) that get each committed generation."""
     from .config import dump, validate
+    from .logging_sinks import attach, check_available
     from .loop import run_generations
     from .store import RunStore, atomic_write
     top = validate(raw)  # every error at once, before anything is written
+    check_available(log)
     top_text = dump(top)
     if out.is_dir() and any(out.iterdir()) and not (resume or overwrite):
         raise RunDirError(f"run directory {out} already exists; pass --resume to continue it "
@@ -174,6 +177,8 @@ def _execute(raw: dict, out: Path, overwrite: bool, resume: bool, progress) -> N
     gc.freeze()
     for exp, text, vdir, action in plan:
         if action == "skip":
+            with attach(RunStore(vdir), log, out, mlflow_uri):
+                pass   # a finished run: its trackers only catch up on what they have not logged
             continue
         if action == "resume":
             store = RunStore(vdir)
@@ -183,7 +188,8 @@ def _execute(raw: dict, out: Path, overwrite: bool, resume: bool, progress) -> N
             store = RunStore.create(vdir, text, overwrite=True)
         t0 = time.perf_counter()
         try:
-            run_generations(exp, store, progress=progress)
+            with attach(store, log, out, mlflow_uri):
+                run_generations(exp, store, progress=progress)
         except (Exception, KeyboardInterrupt) as e:
             _record_stop(store, e)
             raise
@@ -200,7 +206,7 @@ def cmd_run(args) -> int:
     name = raw.get("name") or Path(args.config).stem
     raw.setdefault("name", name)
     out = Path(args.out) if args.out else Path("runs") / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    _execute(raw, out, args.overwrite, args.resume, None if not args.quiet else False)
+    _execute(raw, out, args.overwrite, args.resume, None if not args.quiet else False, args.log, args.mlflow_uri)
     print(out)
     return 0
 
@@ -215,7 +221,8 @@ def cmd_resume(args) -> int:
     raw = yaml.safe_load(cfg.read_text())
     for key, value in parse_overrides(args.overrides):
         set_dotted(raw, key, value)
-    _execute(raw, out, overwrite=False, resume=True, progress=None if not args.quiet else False)
+    _execute(raw, out, overwrite=False, resume=True, progress=None if not args.quiet else False, log=args.log,
+             mlflow_uri=args.mlflow_uri)
     print(out)
     return 0
 
@@ -229,8 +236,13 @@ def cmd_list(args) -> int:
 
 
 def cmd_plot(args) -> int:
-    """Redraw a run's figures from its store."""
+    """Redraw a run's figures from its store (a sweep's: stats.csv and figures/sweep.png)."""
     from .plots import plot_run
+    if (Path(args.run_dir) / "sweep.csv").exists():
+        from .sweep.commands import plot_sweep
+        for p in plot_sweep(Path(args.run_dir), args.figure):
+            print(p)
+        return 0
     for p in plot_run(Path(args.run_dir)):
         print(p)
     return 0
@@ -239,8 +251,29 @@ def cmd_plot(args) -> int:
 def cmd_demo(args) -> int:
     """Run the demo recipes and write a report."""
     from .report import demo
-    print(demo(Path(args.out), quick=args.quick))
+    md = demo(Path(args.out), quick=args.quick)
+    print(md)
+    print(md.with_name("report.html"))
     return 0
+
+
+def cmd_report(args) -> int:
+    """collapse report RUN|SWEEP ... -o report.html"""
+    from .html import write_report
+    for p in args.paths:
+        if not Path(p).is_dir():
+            raise RunDirError(f"{p} is not a directory; pass run directories (from `collapse run`) or sweeps")
+    print(write_report([Path(p) for p in args.paths], Path(args.out), title=args.title, max_runs=args.max_runs,
+                       all_seeds=args.all_seeds, plot=args.plot))
+    return 0
+
+
+def _log_options(p) -> None:
+    """--log and --mlflow-uri (run and resume)."""
+    p.add_argument("--log", action="append", default=[], choices=["tensorboard", "mlflow"],
+                   help="also log every committed generation to a tracker (repeatable): tensorboard "
+                        "(RUN/tensorboard) or mlflow (a SQLite store OUT/mlflow.db unless --mlflow-uri)")
+    p.add_argument("--mlflow-uri", help="MLflow tracking URI for --log mlflow (default sqlite:///OUT/mlflow.db)")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -255,20 +288,36 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--resume", action="store_true", help="continue an existing run directory")
     g.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
     r.add_argument("--quiet", action="store_true", help="no progress bar")
+    _log_options(r)
     r.set_defaults(fn=cmd_run)
     s = sub.add_parser("resume", help="continue a run from its last complete generation")
     s.add_argument("run_dir")
     s.add_argument("overrides", nargs="*", help="dotted overrides, e.g. generations=200")
     s.add_argument("--quiet", action="store_true")
+    _log_options(s)
     s.set_defaults(fn=cmd_resume)
     sub.add_parser("list", help="list recipes").set_defaults(fn=cmd_list)
     pl = sub.add_parser("plot", help="redraw a run's figures")
     pl.add_argument("run_dir")
+    pl.add_argument("--figure", action="append", default=[], metavar="PANEL",
+                    help="sweep directories: a panel of figures/sweep.png, e.g. var@100 or var<0.5")
     pl.set_defaults(fn=cmd_plot)
     d = sub.add_parser("demo", help="run the demo recipes and write a report")
     d.add_argument("--out", default="runs/demo")
     d.add_argument("--quick", action="store_true", help="smaller settings (for tests)")
     d.set_defaults(fn=cmd_demo)
+    rp = sub.add_parser("report", help="write one self-contained HTML report of runs, experiments or sweeps")
+    rp.add_argument("paths", nargs="+", metavar="RUN|SWEEP", help="run directories or directories holding them")
+    rp.add_argument("-o", "--out", default="report.html", help="the HTML file to write (default report.html)")
+    rp.add_argument("--title", default="model-collapse report")
+    rp.add_argument("--max-runs", type=int, default=100, help="runs shown in full; later ones are only listed")
+    rp.add_argument("--all-seeds", action="store_true",
+                    help="show every seed-<s> run of a sweep in full (default: each point's first seed)")
+    rp.add_argument("--plot", action="store_true",
+                    help="first draw the figures of runs that have none (a sweep's runs, by default)")
+    rp.set_defaults(fn=cmd_report)
+    from .sweep.commands import add_commands
+    add_commands(sub)   # sweep, compare
     return p
 
 

@@ -1,4 +1,5 @@
-"""`collapse demo`: run the demo recipes and write a Markdown report of what they show."""
+"""`collapse demo`: run the demo recipes and write a report of what they show (REPORT.md and the
+self-contained report.html of html.py), and the first/last-generation metric summary both use."""
 
 from __future__ import annotations
 
@@ -21,19 +22,33 @@ DEMO = [
 ]
 
 
-def _summary(run: Path) -> str:
-    """A table of median (5%-95%) of each metric at the first and last recorded generation."""
-    cols, rows = read_metrics(run)
+def summary(run: Path, data=None) -> tuple[list[int], list[tuple[str, list[str]]]]:
+    """([first, last] recorded generation, [(metric, [cell at first, cell at last])]), each cell the
+    median (5% - 95%) over chains of the finite values; ([], []) before anything is committed.
+    data: the run's read_metrics() when the caller has it already."""
+    cols, rows = data if data is not None else read_metrics(run)
+    if not len(rows):
+        return [], []
     gens = np.unique(rows[:, 0])
-    lines = [f"| metric | generation {int(gens[0])} | generation {int(gens[-1])} |", "|---|---|---|"]
+    out = []
     for i, c in enumerate(cols[2:], start=2):
         cells = []
         for g in (gens[0], gens[-1]):
             v = rows[rows[:, 0] == g, i]
-            v = v[np.isfinite(v)]
+            v = v[np.isfinite(v)] + 0.0   # + 0.0: no "-0" cells
             cells.append("n/a" if not len(v) else f"{np.median(v):.4g} ({np.percentile(v, 5):.3g} - "
                          f"{np.percentile(v, 95):.3g})" if len(v) > 1 else f"{v[0]:.4g}")
-        lines.append(f"| {c} | {cells[0]} | {cells[1]} |")
+        out.append((c, cells))
+    return [int(gens[0]), int(gens[-1])], out
+
+
+def _summary(run: Path) -> str:
+    """A Markdown table of median (5%-95%) of each metric at the first and last recorded generation."""
+    gens, table = summary(run)
+    if not gens:
+        return "(no generation recorded yet)"
+    lines = [f"| metric | generation {gens[0]} | generation {gens[1]} |", "|---|---|---|"]
+    lines += [f"| {c} | {cells[0]} | {cells[1]} |" for c, cells in table]
     return "\n".join(lines)
 
 
@@ -56,11 +71,11 @@ def _section(name: str, out: Path, seconds: float) -> str:
 
 
 def demo(out: Path, quick: bool = False, recipes: list[str] | None = None) -> Path:
-    """Run the demo recipes into out/ and write out/REPORT.md; returns the report path."""
+    """Run the demo recipes into out/, write out/REPORT.md and out/report.html; returns REPORT.md's path."""
     from .cli import CONFIGS, _execute
     from .config import load_raw
     out.mkdir(parents=True, exist_ok=True)
-    sections = []
+    sections, done = [], {}   # done: recipe -> a note for the HTML report
     for name, small in DEMO:
         if recipes is not None and name not in recipes:
             continue
@@ -71,9 +86,15 @@ def demo(out: Path, quick: bool = False, recipes: list[str] | None = None) -> Pa
             shutil.rmtree(run)
         _execute(raw, run, overwrite=True, resume=False, progress=None)
         sections.append(_section(name, run, time.perf_counter() - t0))
+        done[name] = f"ran in {time.perf_counter() - t0:.0f} s (collapse demo{' --quick' if quick else ''})"
         print(f"{name}: done in {time.perf_counter() - t0:.0f} s -> {run}")
     report = out / "REPORT.md"
     report.write_text("# model-collapse demo report\n\nEach section is one recipe from `configs/`, run by "
                       "`collapse demo`; figures are medians with 5-95% bands across chains.\n\n"
                       + "\n\n".join(sections) + "\n")
+    from .html import write_report
+    write_report([out / name for name in done], out / "report.html", title="model-collapse demo report",
+                 intro="Each section is one recipe from configs/, run by `collapse demo`; figures are "
+                       "medians with 5-95% bands across chains.",
+                 notes={out / n: note for n, note in done.items()})
     return report

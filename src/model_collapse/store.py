@@ -163,6 +163,9 @@ class RunStore:
         self.columns: list[str] | None = None
         self.pending: list[tuple[str, int, str, str]] = []  # (table, generation, header, text)
         self.generation = 0  # the generation being computed (for add_table)
+        # Trackers told what each checkpoint commits (logging_sinks.py): only committed rows, so a
+        # resumed run, which recomputes what came after its checkpoint, never logs a generation twice.
+        self.sinks: list = []
 
     # -- creation and status ------------------------------------------------
     @classmethod
@@ -240,6 +243,7 @@ class RunStore:
     # -- checkpoints ------------------------------------------------------------
     def checkpoint(self, generation: int, state: dict[str, np.ndarray]) -> None:
         """Commit buffered rows and the loop state after `generation` (atomic)."""
+        committed = [p for p in self.pending if p[1] <= generation] if self.sinks else []
         lengths = self._flush(generation)
         arrays = dict(state)
         arrays["__generation"] = np.array(generation)
@@ -255,6 +259,8 @@ class RunStore:
         for old in others:
             if old != previous:
                 old.unlink(missing_ok=True)
+        for sink in self.sinks:   # (table, generation, header, rows) of everything just committed
+            sink.committed(committed)
 
     def latest_checkpoint(self) -> dict[str, np.ndarray] | None:
         """The newest readable checkpoint, with the CSVs truncated to the lengths it records.
