@@ -90,6 +90,7 @@ def _panel(ax, cols, rows, name, label=None, color=None, theory=None, bound=None
     Overlaid runs (variants) draw their closed forms in their own colour, so replace's and
     accumulate's curves can be told apart; a single run draws it in black."""
     gens, med, lo, hi, mean = _bands(cols, rows, name)
+    several = rows.shape[0] > len(gens)   # more than one chain: a band and a mean say something
     # A panel is ~250 px wide: past ~150 points a line only drawing time grows (7 panels of 300-point
     # lines took ~12 ms more than of 50 here); metrics.csv keeps every generation.
     step = max(1, -(-len(gens) // 150))
@@ -97,7 +98,7 @@ def _panel(ax, cols, rows, name, label=None, color=None, theory=None, bound=None
         keep = np.r_[np.arange(0, len(gens) - 1, step), len(gens) - 1]
         gens, med, lo, hi, mean = (a[keep] for a in (gens, med, lo, hi, mean))
     line, = ax.plot(gens, med, color=color, lw=1.5, label=f"{label or ''} median".strip())
-    if rows.shape[0] > len(gens):
+    if several:
         ax.fill_between(gens, lo, hi, color=line.get_color(), alpha=0.2, lw=0)
         ax.plot(gens, mean, color=line.get_color(), lw=1, ls="--", label=f"{label or ''} mean".strip())
     ink = "k" if label is None else line.get_color()
