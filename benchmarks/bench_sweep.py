@@ -6,9 +6,11 @@ In one run this script measures:
    `collapse sweep CFG --seeds 16 --workers 2` against the same sweep with --workers 1 (one after
    another, same code path) and against 16 separate `collapse run` processes, repeats interleaved.
    Target: >= 1.7x over one after another on 2 cores.
-2. Ray's overhead per run (when ray is installed): tiny runs swept with --executor ray and with
-   --executor local, for 8 and 64 runs; per-run cost = (t(64) - t(8)) / 56 for each, so start-up
-   (Ray's cluster, the forkserver) cancels out; overhead = ray's per-run cost - local's.
+2. Ray's overhead per run (when ray is installed): 200 tiny runs swept with --executor ray and
+   with --executor local (2 workers each), 3 times interleaved; per-run cost in steady state =
+   time between the first and the last run to finish / 199 (from sweep.log), so start-up (Ray's
+   cluster, the forkserver) stays out; overhead = ray's per-run cost - local's; Ray's extra
+   start-up = the difference of the walls less 200 x that overhead.
 3. A sweep of 1,000 tiny runs: time per run over the first and the last hundred finished (from
    sweep.log), the number of sweep.csv rewrites and their total time (from the driver's end line),
    and one rewrite of a 1,000-row index timed alone (what rewriting per run would cost).
@@ -108,23 +110,36 @@ def speedup(tmp: Path, runs: int, repeats: int) -> dict:
             "target": ">= 1.7x over one after another"}
 
 
-def ray_overhead(tmp: Path, small: int, large: int) -> dict | None:
-    """Item 2: per-run cost of ray and local by the difference of two sweep sizes."""
+def _steady(sweep: Path) -> tuple[float, float]:
+    """(seconds per run between the first and the last run to finish, seconds from the driver's
+    start to the first finish): throughput without start-up, and start-up."""
+    events = [json.loads(line) for line in (sweep / "sweep.log").read_text().splitlines()]
+    done = sorted(e["time"] for e in events if e["event"] == "run")
+    start = next(e["time"] for e in events if e["event"] == "start")
+    return (done[-1] - done[0]) / (len(done) - 1), done[0] - start
+
+
+def ray_overhead(tmp: Path, runs: int, repeats: int) -> dict | None:
+    """Item 2: seconds per tiny run in steady state, ray against local (2 workers / 2 CPUs each)."""
     if importlib.util.find_spec("ray") is None:
         return None
     cfg = tmp / "tiny.yaml"
     cfg.write_text(yaml.safe_dump(TINY))
-    out = {}
+    out = {ex: {"wall_s": [], "per_run_s": [], "to_first_run_s": []} for ex in ("local", "ray")}
+    for _ in range(repeats):   # interleaved
+        for ex in out:
+            w, _ = timed(sweep_cmd(cfg, tmp / ex, "--seeds", str(runs), "--workers", "2", "--executor", ex))
+            per_run, first = _steady(tmp / ex)
+            out[ex]["wall_s"].append(w)
+            out[ex]["per_run_s"].append(per_run)
+            out[ex]["to_first_run_s"].append(first)
     for ex in ("local", "ray"):
-        t = {}
-        for n in (small, large) * 3:   # interleaved; the median of three each
-            w, _ = timed(sweep_cmd(cfg, tmp / f"{ex}-{n}", "--seeds", str(n), "--workers", "2", "--executor", ex))
-            t.setdefault(n, []).append(w)
-        per_run = (statistics.median(t[large]) - statistics.median(t[small])) / (large - small)
-        out[ex] = {"wall_s": {str(k): v for k, v in t.items()}, "per_run_s": per_run,
-                   "fixed_s": statistics.median(t[small]) - small * per_run}
-    out["overhead_per_run_s"] = out["ray"]["per_run_s"] - out["local"]["per_run_s"]
-    out["sizes"] = [small, large]
+        out[ex]["median_per_run_s"] = statistics.median(out[ex]["per_run_s"])
+        out[ex]["median_wall_s"] = statistics.median(out[ex]["wall_s"])
+    out["overhead_per_run_s"] = out["ray"]["median_per_run_s"] - out["local"]["median_per_run_s"]
+    out["startup_s"] = statistics.median(out["ray"]["wall_s"]) - statistics.median(out["local"]["wall_s"]) \
+        - runs * out["overhead_per_run_s"]
+    out["runs"], out["config"] = runs, TINY
     return out
 
 
@@ -191,11 +206,12 @@ def main() -> None:
                       f"cores obtained {', '.join(f'{k} {v:.2f}' for k, v in r['cores_obtained'].items())}",
                       flush=True)
             elif part == "ray":
-                r = ray_overhead(tmp, 4 if args.quick else 8, 12 if args.quick else 64)
+                r = ray_overhead(tmp, 20 if args.quick else 200, 1 if args.quick else 3)
                 if r:
-                    print(f"ray: {r['ray']['per_run_s'] * 1000:.0f} ms/run (start-up {r['ray']['fixed_s']:.1f} s), "
-                          f"local {r['local']['per_run_s'] * 1000:.0f} ms/run (start-up {r['local']['fixed_s']:.1f} s): "
-                          f"overhead {r['overhead_per_run_s'] * 1000:.0f} ms/run", flush=True)
+                    print(f"{r['runs']} tiny runs: ray {r['ray']['median_per_run_s'] * 1000:.1f} ms/run, local "
+                          f"{r['local']['median_per_run_s'] * 1000:.1f} ms/run in steady state: overhead "
+                          f"{r['overhead_per_run_s'] * 1000:.1f} ms/run; Ray's extra start-up {r['startup_s']:.1f} s",
+                          flush=True)
             else:
                 r = thousand(tmp, 100 if args.quick else 1000)
                 print(f"{r['runs']} runs in {r['wall_s']:.0f} s: first {r['window']} "

@@ -254,6 +254,14 @@ def test_stats_csv_is_the_mean_over_seeds_of_chain_means(tmp_path):
     assert float(row["mean"]) == pytest.approx(np.mean(per_seed), rel=1e-9)
     assert float(row["median"]) == pytest.approx(np.median(per_seed), rel=1e-9)
     assert float(row["mean_lo"]) <= float(row["mean"]) <= float(row["mean_hi"]) and row["n"] == "3"
+    # Workers cache each run's chain means; a damaged or missing cache is recomputed, same numbers.
+    caches = sorted((out / ".cache").glob("*.npz"))
+    assert [p.name for p in caches][:2] == ["regime.n=10--seed-0.npz", "regime.n=10--seed-1.npz"]
+    before = (out / "stats.csv").read_bytes()
+    caches[0].write_bytes(b"junk")
+    caches[1].unlink()
+    assert main(["plot", str(out)]) == 0
+    assert (out / "stats.csv").read_bytes() == before
 
 
 def test_plot_a_sweep_and_compare(tmp_path, capsys):

@@ -23,7 +23,7 @@ def add_commands(sub) -> None:
                         "k1,k2=[a1,a2],[b1,b2]")
     s.add_argument("--seeds", type=int, help="seeds per point: s0..s0+K-1 from the recipe's seed (default 1)")
     s.add_argument("--executor", default="local", choices=list(EXECUTORS),
-                   help="local: a process per run on this machine (default); ray: Ray tasks; slurm: submitit jobs")
+                   help="local: worker processes on this machine (default); ray: Ray tasks; slurm: submitit jobs")
     s.add_argument("--out", help="sweep directory (default runs/<name>-sweep)")
     s.add_argument("--workers", type=int, help="runs at a time (default: the usable cores)")
     s.add_argument("--address", help="ray: an existing cluster's address (default: start a local one)")

@@ -144,7 +144,10 @@ def run_sweep(spec: Spec, out: Path | None = None, executor: str = "local", opti
               overwrite: bool = False, run_figures: bool = False, progress: bool | None = None,
               stats: bool = True) -> dict:
     """Run (or resume) a sweep; returns counts {"total", "complete", "failed", "interrupted", "skipped"}
-    and the sweep directory. Raises ConfigError / RunDirError before writing anything."""
+    and the sweep directory. Raises ConfigError / RunDirError before writing anything.
+
+    From a script, call it under `if __name__ == "__main__":`: the local executor's workers
+    import the main module, as every multiprocessing start method but fork does."""
     out = Path(out or Path("runs") / f"{spec.name}-sweep")
     tasks = plan(spec, out, run_figures)
     options = dict(options or {})

@@ -216,9 +216,14 @@ def _curves(path: Path) -> list[tuple[str, object, list[str], np.ndarray]]:
 
 
 def compare(paths: list[Path], out: Path, metrics: list[str] = ()) -> Path:
-    """Overlay metric curves of runs, variants and sweep points on shared axes (one panel per metric)."""
-    from ..plots.canvas import save
-    from ..plots.runs import HISTOGRAM, SKIP, _grid, _panel
+    """Overlay metric curves of runs, variants and sweep points on shared axes (one panel per metric;
+    one colour per curve, named in a legend beside the panels)."""
+    import os
+
+    from matplotlib.lines import Line2D
+
+    from ..plots.canvas import subplots
+    from ..plots.runs import HISTOGRAM, SKIP, _panel
     from ..theory import bound, expected
     curves = [c for p in paths for c in _curves(p)]
     if not curves:
@@ -229,15 +234,29 @@ def compare(paths: list[Path], out: Path, metrics: list[str] = ()) -> Path:
     unknown = [m for m in names if m not in have]
     if unknown:
         raise ConfigError(f"--metric {', '.join(unknown)}: not recorded by these runs; choose from {', '.join(have)}")
-    fig, axes = _grid(len(names))
+    ncol = min(len(names), 3)
+    nrow = -(-len(names) // ncol)
+    fig, axes = subplots(nrow, ncol, figsize=(3.6 * ncol + 2.2, 2.8 * nrow + 0.7), squeeze=False)
+    axes = axes.ravel()
+    for ax in axes[len(names):]:
+        ax.remove()
+    labels = [label for label, _, _, _ in curves]
+    prefix = os.path.commonprefix(labels) if len(labels) > 1 else ""
+    prefix = prefix[: prefix.rfind(":") + 1]   # a shared sweep name, shown once in the title
     for i, (label, exp, cols, rows) in enumerate(curves):
         for ax, name in zip(axes, names):
             if name in cols and len(rows):
                 _panel(ax, cols, rows, name, label, f"C{i % 10}", expected(exp, name), bound(exp, name))
+    handles = [Line2D([], [], color=f"C{i % 10}", lw=1.5, label=label[len(prefix):]) for i, label in enumerate(labels)]
+    handles += [Line2D([], [], color="k", lw=1, ls=ls, label=what)
+                for ls, what in (("-", "median (5-95% band)"), ("--", "mean"), (":", "closed form"))]
+    fig.legend(handles=handles, loc="center right", fontsize=7 if len(handles) <= 24 else 5, frameon=False)
     fig.supxlabel("generation", fontsize=8, y=0.005)
-    fig.suptitle("median and 5-95% band over chains (a sweep point pools its seeds); dashed: mean, "
-                 "dotted: closed form", fontsize=9)
-    axes[0].legend(fontsize=6)
+    fig.suptitle(f"{prefix.rstrip(':') + ': ' if prefix else ''}over chains (a sweep point pools its seeds' chains)",
+                 fontsize=9)
+    w, h = fig.get_size_inches()
+    fig.subplots_adjust(left=0.55 / w, right=1 - 2.2 / w, bottom=0.5 / h, top=1 - 0.65 / h, wspace=0.32, hspace=0.5)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    return save(fig, out, top=0.55)
+    fig.savefig(out, dpi=100)
+    return out

@@ -42,9 +42,9 @@ class RayExecutor:
                 else:
                     ray.init(num_cpus=self.workers or usable_cores(), **kwargs)
             except (ConnectionError, RuntimeError, ValueError) as e:
-                raise ConfigError(f"could not start or reach a Ray cluster{f' at {self.address}' if self.address else ''}: "
-                                  f"{e}; check --address (e.g. ray://HEAD:10001 or auto), or run with "
-                                  "--executor local") from None
+                where = f" at {self.address}" if self.address else ""
+                raise ConfigError(f"could not start or reach a Ray cluster{where}: {e}; check --address "
+                                  "(e.g. ray://HEAD:10001 or auto), or run with --executor local") from None
         remote = ray.remote(num_cpus=1, max_retries=0)(run_task)
         refs = {}
         try:

@@ -105,6 +105,18 @@ def _mark(store, kind: str, message: str) -> None:
         store.set_status(kind, doc.get("last_complete_generation", -1), message=message)
 
 
+def _summarise(task, variants: list[str]) -> None:
+    """Cache each complete run's chain means for the sweep's statistics (in parallel, here)."""
+    from .stats import summary, summary_path
+    sweep = Path(task.lock).parent.parent
+    for name in variants or [None]:
+        run = Path(task.run_dir) if name is None else Path(task.run_dir) / name
+        try:
+            summary(run, summary_path(sweep, task.label, name))
+        except Exception:  # noqa: BLE001 - a cache: the driver recomputes what is missing
+            pass
+
+
 def run_task(task) -> dict:
     """Run one grid point x seed (every variant of it); returns its status, message and CPU seconds."""
     cpu = time.process_time()
@@ -141,9 +153,11 @@ def _attempt(task) -> dict:
                         bad.append(f"variant {name}: {r['message']}")
                 if bad:
                     result = {"status": "failed", "message": "; ".join(bad)}
-            if result["status"] == "complete" and task.figures:
-                from ..plots import plot_run
-                plot_run(out)
+            if result["status"] == "complete":
+                _summarise(task, names)
+                if task.figures:
+                    from ..plots import plot_run
+                    plot_run(out)
             return result
     except KeyboardInterrupt:
         return {"status": "interrupted", "message": "interrupted"}
