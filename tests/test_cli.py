@@ -152,7 +152,7 @@ def test_list_shows_recipes(capsys):
 
 def test_demo_report_quick(tmp_path):
     """collapse demo writes a report with each recipe's figures and a first/last-generation table."""
-    from model_collapse.report import demo
+    from model_collapse.demo import demo
     report = demo(tmp_path / "demo", quick=True, recipes=["gaussian-85-20"])
     text = report.read_text()
     assert "## gaussian-85-20" in text and "| var |" in text

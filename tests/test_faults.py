@@ -205,8 +205,9 @@ def test_out_under_read_only_dir(tmp_path, capsys):
 # -- (d) any exception marks the run failed ---------------------------------------------------
 
 
-def test_exception_in_fit_marks_failed_then_resumes(tmp_path, monkeypatch):
-    """A fit that raises at generation 2: status.json 'failed' with the message; resume finishes exactly."""
+def test_exception_in_fit_marks_failed_then_resumes(tmp_path, monkeypatch, capsys):
+    """A fit that raises at generation 2: one line (exit 1, no traceback), status.json 'failed' with the
+    message; resume finishes exactly."""
     ref = straight(tmp_path, SMALL, "ref")
     built = loop.build
 
@@ -225,8 +226,10 @@ def test_exception_in_fit_marks_failed_then_resumes(tmp_path, monkeypatch):
 
     monkeypatch.setattr(loop, "build", build)
     out = tmp_path / "cut"
-    with pytest.raises(RuntimeError, match="injected"):
-        main(["run", str(write(tmp_path, SMALL)), "--out", str(out), "--quiet"])
+    capsys.readouterr()
+    assert main(["run", str(write(tmp_path, SMALL)), "--out", str(out), "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert "injected failure at generation 2" in err and "Traceback" not in err and len(err.splitlines()) == 1
     status = json.loads((out / "status.json").read_text())
     assert status["status"] == "failed"
     assert "injected failure at generation 2" in status["message"]

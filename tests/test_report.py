@@ -148,7 +148,7 @@ def test_report_content(runs, report):
 def test_max_runs_and_all_seeds(runs):
     """Past --max-runs, runs keep their place in the contents and their config, without figures;
     --all-seeds shows every seed."""
-    from model_collapse.html import build_report
+    from model_collapse.report import build_report
     figures = len(list((runs / "sweep" / "p0" / "seed-0" / "figures").glob("*.png")))
     text = build_report([runs / "sweep"], max_runs=1)
     assert text.count("past --max-runs 1") == 1 and text.count("not a sweep point's first seed") == 1
@@ -181,7 +181,7 @@ def test_report_refuses_what_is_not_a_run(tmp_path, capsys):
 
 def test_demo_writes_html(tmp_path):
     """collapse demo writes report.html next to REPORT.md, with the recipe's figures embedded."""
-    from model_collapse.report import demo
+    from model_collapse.demo import demo
     md = demo(tmp_path / "demo", quick=True, recipes=["gaussian-85-20"])
     html = (md.parent / "report.html").read_text()
     assert "gaussian-85-20" in html and "ran in" in html

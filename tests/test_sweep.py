@@ -77,10 +77,12 @@ def status(run: Path) -> dict:
         return {}
 
 
-def cli_proc(*args: str) -> subprocess.Popen:
-    """The CLI in a subprocess (its own driver process, to be killed)."""
+def cli_proc(*args: str, ignore_sigint: bool = False) -> subprocess.Popen:
+    """The CLI in a subprocess (its own driver process, to be killed); ignore_sigint starts it as a shell
+    starts a background job: with SIGINT ignored, which `collapse` must re-arm."""
+    start = (lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)) if ignore_sigint else None
     return subprocess.Popen([sys.executable, "-m", "model_collapse.cli", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True, preexec_fn=start)
 
 
 # -- grids and validation ----------------------------------------------------------------------
@@ -312,12 +314,15 @@ def uninterrupted(tmp_path_factory):
     return ref
 
 
-@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT], ids=["SIGKILL", "SIGINT"])
-def test_driver_killed_then_rerun_equals_an_uninterrupted_sweep(tmp_path, sig, uninterrupted):
-    """kill -9 (or Ctrl-C) of the driver mid-way, then the same command again: no finished run is
-    redone, and sweep.csv and every metrics.csv equal an uninterrupted sweep's, byte for byte."""
+@pytest.mark.parametrize("sig,ignored", [(signal.SIGKILL, False), (signal.SIGINT, False), (signal.SIGINT, True),
+                                         (signal.SIGTERM, False)],
+                         ids=["SIGKILL", "SIGINT", "SIGINT-inherited-ignored", "SIGTERM"])
+def test_driver_killed_then_rerun_equals_an_uninterrupted_sweep(tmp_path, sig, ignored, uninterrupted):
+    """kill -9 (or kill -INT / -TERM, also when the sweep was started with SIGINT ignored, as a script's
+    background job is) of the driver mid-way, then the same command again: no finished run is redone,
+    and sweep.csv and every metrics.csv equal an uninterrupted sweep's, byte for byte."""
     cfg, ref, cut = write(tmp_path, LONG), uninterrupted, tmp_path / "cut"
-    proc = cli_proc("sweep", str(cfg), *KILL_GRID, "--workers", "1", "--out", str(cut))
+    proc = cli_proc("sweep", str(cfg), *KILL_GRID, "--workers", "1", "--out", str(cut), ignore_sigint=ignored)
     first, second = cut / "regime.n=300" / "seed-0", cut / "regime.n=300" / "seed-1"
     # Killed with one run complete and the next part-way (a checkpoint written, not finished).
     wait_for(lambda: status(first).get("status") == "complete"

@@ -3,227 +3,36 @@
 from __future__ import annotations
 
 import argparse
-import gc
-import os
+import re
+import signal
 import sys
-import time
 import warnings
 from pathlib import Path
 
 import yaml
 
-from .errors import CollapseError, CollapseWarning, ConfigError, CorruptRunError, DivergenceError, RunDirError
+from .errors import (CollapseError, CollapseWarning, CorruptRunError, DiskFullError, DivergenceError, Interrupted,
+                     RunDirError, disk_full)
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
 
-def _runs(exp_raw: dict, out: Path):
-    """(variant name or None, raw config, run dir) for every run an experiment holds."""
-    from .config import variant_raw
-    names = list((exp_raw.get("variants") or {}).keys())
-    if not names:
-        return [(None, exp_raw, out)]
-    return [(n, variant_raw(exp_raw, n), out / n) for n in names]
-
-
-def _flat(tree, prefix: str = "") -> dict[str, object]:
-    """{dotted key: leaf value} of a config tree (lists are leaves)."""
-    if not isinstance(tree, dict) or (prefix and not tree):
-        return {prefix: tree}
-    out = {}
-    for k, v in tree.items():
-        out.update(_flat(v, f"{prefix}.{k}" if prefix else str(k)))
-    return out
-
-
-def _show(value) -> str:
-    """A config value as it would read in YAML flow style."""
-    if value is _ABSENT:
-        return "(absent)"
-    if isinstance(value, list):
-        return "[" + ", ".join(_show(v) for v in value) + "]"
-    if isinstance(value, dict):
-        return "{" + ", ".join(f"{k}: {_show(v)}" for k, v in value.items()) + "}"
-    if isinstance(value, str):
-        return value if value and value.strip() == value else repr(value)
-    return yaml.safe_dump(value, default_flow_style=True).removesuffix("\n...\n").strip()
-
-
-_ABSENT = object()
-
-
-def _differences(stored: dict, new: dict, label: str = "") -> list[str]:
-    """`key: stored -> new` for every differing dotted key; `generations` (any level) may only grow."""
-    a, b = _flat(stored), _flat(new)
-    out = []
-    for key in list(a) + [k for k in b if k not in a]:
-        old, cur = a.get(key, _ABSENT), b.get(key, _ABSENT)
-        if old == cur:
-            continue
-        if key.split(".")[-1] == "generations" and isinstance(old, int) and isinstance(cur, int) and cur > old:
-            continue  # a run may be extended
-        note = " (generations may grow, not shrink)" if key.split(".")[-1] == "generations" else ""
-        out.append(f"{label}{key}: {_show(old)} -> {_show(cur)}{note}")
-    return out
-
-
-def _stored_tree(path: Path) -> dict:
-    """A stored config.yaml resolved through today's schema (its raw text when that no longer validates)."""
-    from .config import dump, validate
-    raw = yaml.safe_load(path.read_text()) or {}
-    try:
-        return yaml.safe_load(dump(validate(raw)))
-    except (ConfigError, TypeError):
-        return raw
-
-
-def _check_unchanged(out: Path, top_text: str, runs: list) -> None:
-    """Refuse (listing `key: stored -> new`) to resume with a config other than the stored one."""
-    diffs = []
-    if (out / "config.yaml").exists():
-        diffs = _differences(_stored_tree(out / "config.yaml"), yaml.safe_load(top_text))
-    if not diffs:  # also catch a variant directory that disagrees with its experiment
-        for name, text, vdir in runs:
-            if name is not None and (vdir / "config.yaml").exists():
-                diffs += _differences(_stored_tree(vdir / "config.yaml"), yaml.safe_load(text), f"{name}: ")
-    if diffs:
-        raise RunDirError(f"{out} holds a different experiment; only `generations` may change on resume "
-                          "(and only grow):\n  " + "\n  ".join(diffs) +
-                          "\nrun the changed experiment into a new --out (or replace this one with --overwrite)")
-
-
-def _prepare_out(out: Path, overwrite: bool) -> None:
-    """Make (or empty, with overwrite) the run directory; one clear error, nothing half-made, if it can't be."""
-    import shutil
-    import tempfile
-    made = []
-    try:
-        if out.exists() and not out.is_dir():
-            raise NotADirectoryError("it exists and is not a directory")
-        if overwrite and out.exists():
-            shutil.rmtree(out)
-        missing = [d for d in [out, *out.parents] if not d.exists()]
-        for d in reversed(missing):
-            d.mkdir()
-            made.append(d)
-        fd, probe = tempfile.mkstemp(prefix=".write-test-", dir=out)  # writable for this user, root included
-        os.close(fd)
-        os.unlink(probe)
-    except OSError as e:
-        for d in reversed(made):
-            try:
-                d.rmdir()
-            except OSError:
-                pass
-        reason = e.strerror or str(e)
-        if e.filename and Path(e.filename) != out:
-            reason += f" ({e.filename})"
-        raise RunDirError(f"cannot write run directory {out}: {reason}") from None
-
-
-def _record_stop(store, e: BaseException) -> None:
-    """Mark a run that stopped before the loop could record why (e.g. while building its model)."""
-    if isinstance(e, CorruptRunError):
-        return  # its promise is that nothing in the run directory changed
-    try:
-        doc = store.status()
-        if doc.get("status") != "running":
-            return  # the loop recorded it (failed / interrupted, with its message)
-        kind = "interrupted" if isinstance(e, KeyboardInterrupt) else "failed"
-        message = kind if kind == "interrupted" else (f"{type(e).__name__}: {e}" if str(e) else type(e).__name__)
-        store.set_status(kind, doc.get("last_complete_generation", -1), message=message)
-    except Exception:  # noqa: BLE001 - never hide the original error behind a bookkeeping one
-        pass
-
-
-def _execute(raw: dict, out: Path, overwrite: bool, resume: bool, progress, log=(), mlflow_uri=None) -> None:
-    """Validate, then run every variant of an experiment into out (resuming where asked); `log` names
-    trackers (logging_sinks.py) that get each committed generation."""
-    from .config import dump, validate
-    from .logging_sinks import attach, check_available
-    from .loop import run_generations
-    from .store import RunStore, atomic_write
-    top = validate(raw)  # every error at once, before anything is written
-    check_available(log)
-    top_text = dump(top)
-    if out.is_dir() and any(out.iterdir()) and not (resume or overwrite):
-        raise RunDirError(f"run directory {out} already exists; pass --resume to continue it "
-                          "or --overwrite to replace it")
-    runs = []
-    for name, vraw, vdir in _runs(raw, out):
-        exp = validate(vraw)
-        runs.append((name, dump(exp), vdir, exp))
-    # Every check that can refuse comes before the first write, so a refusal changes nothing.
-    plan = []  # (exp, config text, run dir, "new" | "resume" | "skip")
-    if resume and not overwrite and out.is_dir():
-        _check_unchanged(out, top_text, [(n, t, d) for n, t, d, _ in runs])
-    for name, text, vdir, exp in runs:
-        action = "new"
-        if resume and not overwrite and (vdir / "config.yaml").exists():
-            store = RunStore(vdir)
-            stored_gens = (yaml.safe_load((vdir / "config.yaml").read_text()) or {}).get("generations")
-            grown = isinstance(stored_gens, int) and exp.generations > stored_gens
-            if store.status().get("status") == "complete" and not grown:
-                action = "skip"
-            else:
-                store.check_resumable()  # CorruptRunError (exit 1) before anything is altered
-                action = "resume"
-        plan.append((exp, text, vdir, action))
-    _prepare_out(out, overwrite)
-    if not (out / "config.yaml").exists() or (out / "config.yaml").read_text() != top_text:
-        atomic_write(out / "config.yaml", top_text.encode())
-    # The objects made so far (modules, configs: ~40,000) live to the end: keep the cyclic collector
-    # from re-scanning them during the loop (~2 us a generation of W1's 120).
-    gc.freeze()
-    for exp, text, vdir, action in plan:
-        if action == "skip":
-            with attach(RunStore(vdir), log, out, mlflow_uri):
-                pass   # a finished run: its trackers only catch up on what they have not logged
-            continue
-        if action == "resume":
-            store = RunStore(vdir)
-            if (vdir / "config.yaml").read_text() != text:  # a grown `generations` (the only change allowed)
-                atomic_write(vdir / "config.yaml", text.encode())
-        else:
-            store = RunStore.create(vdir, text, overwrite=True)
-        t0 = time.perf_counter()
-        try:
-            with attach(store, log, out, mlflow_uri):
-                run_generations(exp, store, progress=progress)
-        except (Exception, KeyboardInterrupt) as e:
-            _record_stop(store, e)
-            raise
-        print(f"{exp.name or 'run'}: {exp.generations} generations x {exp.chains} chains "
-              f"in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
-    from .plots import plot_run
-    plot_run(out)
-
-
 def cmd_run(args) -> int:
     """collapse run CONFIG [key=value ...]"""
-    from .config import load_raw
-    raw = load_raw(args.config, args.overrides)
-    name = raw.get("name") or Path(args.config).stem
-    raw.setdefault("name", name)
-    out = Path(args.out) if args.out else Path("runs") / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    _execute(raw, out, args.overwrite, args.resume, None if not args.quiet else False, args.log, args.mlflow_uri)
-    print(out)
+    from .api import run
+    result = run(args.config, args.out, list(args.overrides), resume=args.resume, overwrite=args.overwrite,
+                 figures=not args.no_figures, progress=None if not args.quiet else False, log=args.log,
+                 mlflow_uri=args.mlflow_uri, echo=True)
+    print(result.path)
     return 0
 
 
 def cmd_resume(args) -> int:
     """collapse resume RUN_DIR [key=value ...]"""
-    from .config import parse_overrides, set_dotted
-    out = Path(args.run_dir)
-    cfg = out / "config.yaml"
-    if not cfg.exists():
-        raise RunDirError(f"{out} is not a run directory (no config.yaml); start one with `collapse run`")
-    raw = yaml.safe_load(cfg.read_text())
-    for key, value in parse_overrides(args.overrides):
-        set_dotted(raw, key, value)
-    _execute(raw, out, overwrite=False, resume=True, progress=None if not args.quiet else False, log=args.log,
-             mlflow_uri=args.mlflow_uri)
-    print(out)
+    from .api import open_run
+    result = open_run(args.run_dir).resume(list(args.overrides), figures=not args.no_figures,
+                                           progress=None if not args.quiet else False, log=args.log, echo=True)
+    print(result.path)
     return 0
 
 
@@ -237,20 +46,19 @@ def cmd_list(args) -> int:
 
 def cmd_plot(args) -> int:
     """Redraw a run's figures from its store (a sweep's: stats.csv and figures/sweep.png)."""
-    from .plots import plot_run
-    if (Path(args.run_dir) / "sweep.csv").exists():
-        from .sweep.commands import plot_sweep
-        for p in plot_sweep(Path(args.run_dir), args.figure):
-            print(p)
-        return 0
-    for p in plot_run(Path(args.run_dir)):
+    from .api import open_run, open_sweep
+    path = Path(args.run_dir)
+    if not path.is_dir():
+        raise RunDirError(f"{path} is not a directory; pass a run or sweep directory")
+    target = open_sweep(path).plot(args.figure) if (path / "sweep.csv").exists() else open_run(path).plot()
+    for p in target:
         print(p)
     return 0
 
 
 def cmd_demo(args) -> int:
     """Run the demo recipes and write a report."""
-    from .report import demo
+    from .demo import demo
     md = demo(Path(args.out), quick=args.quick)
     print(md)
     print(md.with_name("report.html"))
@@ -259,10 +67,11 @@ def cmd_demo(args) -> int:
 
 def cmd_report(args) -> int:
     """collapse report RUN|SWEEP ... -o report.html"""
-    from .html import write_report
+    from .report import check_target, write_report
     for p in args.paths:
         if not Path(p).is_dir():
             raise RunDirError(f"{p} is not a directory; pass run directories (from `collapse run`) or sweeps")
+    check_target(Path(args.out))
     print(write_report([Path(p) for p in args.paths], Path(args.out), title=args.title, max_runs=args.max_runs,
                        all_seeds=args.all_seeds, plot=args.plot))
     return 0
@@ -279,6 +88,7 @@ def _log_options(p) -> None:
 def parser() -> argparse.ArgumentParser:
     """The argument parser."""
     p = argparse.ArgumentParser(prog="collapse", description="Model-collapse laboratory.")
+    p.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
     sub = p.add_subparsers(dest="command", required=True)
     r = sub.add_parser("run", help="run an experiment from a YAML config (or a recipe name)")
     r.add_argument("config")
@@ -288,12 +98,14 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--resume", action="store_true", help="continue an existing run directory")
     g.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
     r.add_argument("--quiet", action="store_true", help="no progress bar")
+    r.add_argument("--no-figures", action="store_true", help="do not draw figures (redraw later with `collapse plot`)")
     _log_options(r)
     r.set_defaults(fn=cmd_run)
     s = sub.add_parser("resume", help="continue a run from its last complete generation")
     s.add_argument("run_dir")
     s.add_argument("overrides", nargs="*", help="dotted overrides, e.g. generations=200")
     s.add_argument("--quiet", action="store_true")
+    s.add_argument("--no-figures", action="store_true", help="do not draw figures")
     _log_options(s)
     s.set_defaults(fn=cmd_resume)
     sub.add_parser("list", help="list recipes").set_defaults(fn=cmd_list)
@@ -331,24 +143,80 @@ def _format_warning(message, category, filename, lineno, line=None) -> str:
 _python_format_warning = warnings.formatwarning
 
 
+# Commands that may run long: Ctrl-C, `kill -INT` and `kill -TERM` must always stop them cleanly.
+LONG = {"run", "resume", "sweep", "demo", "report"}
+OVERRIDE = re.compile(r"^[A-Za-z_][\w.-]*=")
+
+
+def _parse(argv: list[str] | None) -> argparse.Namespace:
+    """Parse argv; dotted overrides may also follow options (`run X --out D chains=4`)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv   # accepted anywhere on the line
+    p = parser()
+    args, extra = p.parse_known_args([a for a in argv if a != "--debug"])
+    args.debug = debug
+    if extra and hasattr(args, "overrides") and all(OVERRIDE.match(x) for x in extra):
+        args.overrides = list(args.overrides) + extra
+    elif extra:
+        p.error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
+
+
+def _raise_interrupt(signum, frame):
+    """SIGTERM stops a command as Ctrl-C does (the loop turns either into a checkpoint and exit 130)."""
+    raise KeyboardInterrupt
+
+
+def arm_signals() -> None:
+    """Re-arm SIGINT (a shell starts background jobs with it ignored) and make SIGTERM interrupt."""
+    try:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGTERM, _raise_interrupt)
+    except ValueError:   # not the main thread (main() called from a thread): leave signals alone
+        pass
+
+
+def _fail(message: str, code: int) -> int:
+    """Print one `error:` line (the message may hold an indented list) and return the exit status."""
+    print(f"error: {message}", file=sys.stderr)
+    return code
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Entry point; user errors print one clear message (exit 2 for bad input, 1 for a failed or damaged run)."""
-    args = parser().parse_args(argv)
+    """Entry point; every fault prints one clear message: exit 2 for what the user can fix in the command,
+    1 for a failed or damaged run (or a full disk), 130 when interrupted; --debug shows tracebacks."""
+    args = _parse(argv)
+    if args.command in LONG:
+        arm_signals()
     previous, warnings.formatwarning = warnings.formatwarning, _format_warning
     try:
         return args.fn(args)
-    except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except (DivergenceError, CorruptRunError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("interrupted; continue with `collapse resume RUN_DIR`", file=sys.stderr)
+    except KeyboardInterrupt as e:
+        if args.debug:
+            raise
+        text = str(e) if isinstance(e, Interrupted) else "interrupted"
+        print(text, file=sys.stderr)
         return 130
     except CollapseError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        if args.debug:
+            raise
+        damaged = isinstance(e, (DivergenceError, CorruptRunError, DiskFullError))
+        return _fail(str(e), 1 if damaged else 2)   # ConfigError and the other user errors: 2
+    except MemoryError:
+        if args.debug:
+            raise
+        return _fail("out of memory; use fewer chains or smaller sizes (regime.n, reference_n)", 1)
+    except OSError as e:
+        if args.debug:
+            raise
+        where = f" ({e.filename})" if e.filename else ""
+        hint = "; free some space and run the command again" if disk_full(e) else ""
+        return _fail(f"{e.strerror or e}{where}{hint}", 1)
+    except Exception as e:  # noqa: BLE001 - one line, never a traceback, unless --debug
+        if args.debug:
+            raise
+        return _fail(f"unexpected {type(e).__name__}: {e} (run again with --debug for the traceback, "
+                     "and please report it)", 1)
     finally:
         warnings.formatwarning = previous
 

@@ -141,6 +141,16 @@ def _cross_checks(exp) -> list[str]:
     return errs
 
 
+def flat(tree, prefix: str = "") -> dict[str, Any]:
+    """{dotted key: leaf value} of a config tree (lists are leaves)."""
+    if not isinstance(tree, dict) or (prefix and not tree):
+        return {prefix: tree}
+    out = {}
+    for k, v in tree.items():
+        out.update(flat(v, f"{prefix}.{k}" if prefix else str(k)))
+    return out
+
+
 def set_dotted(tree: dict, key: str, value: Any) -> None:
     """Set tree['a']['b'] = value for key 'a.b', creating dicts on the way."""
     parts = key.split(".")

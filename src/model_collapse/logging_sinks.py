@@ -269,7 +269,7 @@ class MlflowSink(Sink):
         """A new MLflow run (experiment: the config's name), with the resolved config as params."""
         from mlflow.entities import Param
 
-        from .cli import _flat
+        from .config import flat
         cfg = yaml.safe_load((run / "config.yaml").read_text()) or {}
         name = str(cfg.get("name") or top.name).split("/")[0] or top.name
         found = self.client.get_experiment_by_name(name)
@@ -281,7 +281,7 @@ class MlflowSink(Sink):
         run_name = top.name if run.resolve() == top.resolve() else f"{top.name}/{run.relative_to(top)}"
         made = self.client.create_run(exp_id, run_name=run_name, tags={"model_collapse.run_dir": str(run.resolve())})
         self.run_id, self.done = made.info.run_id, -1
-        params = [Param(_key(k), _value(v)) for k, v in _flat(cfg).items()]
+        params = [Param(_key(k), _value(v)) for k, v in flat(cfg).items()]
         for i in range(0, len(params), 100):   # MLflow takes at most 100 params a batch
             self.client.log_batch(self.run_id, params=params[i:i + 100])
         self.save()

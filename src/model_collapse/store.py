@@ -44,12 +44,16 @@ _META = ("__generation", "__csv_bytes", "__columns")
 def atomic_write(path: Path, data: bytes, durable: bool = True) -> None:
     """Write bytes to path via a temp file (+ fsync when durable) + rename."""
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        if durable:
-            f.flush()
-            os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            if durable:
+                f.flush()
+                os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)   # a full disk or a kill leaves no half-written temp file behind
+        raise
 
 
 def _rows(generation: int, table: np.ndarray) -> str:
@@ -155,6 +159,17 @@ def _committed_csvs(run: Path) -> list[Path]:
     return [p for p in Path(run).glob("*.csv") if p.name != "timings.csv"]
 
 
+def clear_dir(path: Path) -> None:
+    """Delete everything in a directory but its lock file (its holder keeps the directory)."""
+    for p in Path(path).iterdir():
+        if p.name == ".lock":
+            continue
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p)
+        else:
+            p.unlink()
+
+
 class RunStore:
     """Reads and writes one run directory."""
 
@@ -172,11 +187,11 @@ class RunStore:
     def create(cls, path: str | Path, config_text: str, overwrite: bool = False) -> "RunStore":
         """Make a new run directory holding the resolved config."""
         path = Path(path)
-        if path.exists() and any(path.iterdir()):
+        if path.exists() and any(p.name != ".lock" for p in path.iterdir()):
             if not overwrite:
                 raise RunDirError(f"run directory {path} already exists; pass --resume to continue it "
                                   "or --overwrite to replace it")
-            shutil.rmtree(path)
+            clear_dir(path)   # not the directory itself: a lock held on its .lock must stay valid
         path.mkdir(parents=True, exist_ok=True)
         atomic_write(path / "config.yaml", config_text.encode())
         store = cls(path)
@@ -189,9 +204,20 @@ class RunStore:
         atomic_write(self.path / "status.json", json.dumps(doc, indent=1).encode())
 
     def status(self) -> dict:
-        """The status document ({} if absent)."""
+        """The status document ({} if absent; {"status": "unknown"}, with a warning, if unreadable)."""
         p = self.path / "status.json"
-        return json.loads(p.read_text()) if p.exists() else {}
+        try:
+            doc = json.loads(p.read_bytes())
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError) as e:   # ValueError: not JSON, not UTF-8
+            doc = f"{type(e).__name__}"
+        if isinstance(doc, dict) and isinstance(doc.get("status", ""), str):
+            return doc
+        warnings.warn(f"{p} is unreadable ({doc if isinstance(doc, str) else 'not a status document'}); "
+                      "the run is treated as unfinished (`collapse resume` rewrites it)", CollapseWarning,
+                      stacklevel=2)
+        return {"status": "unknown"}
 
     # -- metrics and tables ----------------------------------------------------
     def add_rows(self, generation: int, columns: dict[str, np.ndarray], chains: int) -> np.ndarray:
@@ -336,8 +362,11 @@ def read_metrics(path: str | Path, table: str = "metrics") -> tuple[list[str], n
     csv = path / f"{table}.csv" if path.is_dir() else path
     if not csv.exists():
         raise RunDirError(f"{csv} not found: is {path} a run directory?")
-    text = csv.read_text()
-    status = json.loads((csv.parent / "status.json").read_text()) if (csv.parent / "status.json").exists() else {}
+    try:
+        text = csv.read_bytes().decode()
+    except (OSError, UnicodeDecodeError) as e:
+        raise CorruptRunError(f"{csv} cannot be read ({getattr(e, 'strerror', None) or e}); {_REDO.format(run=csv.parent)}") from None
+    status = RunStore(csv.parent).status()
     if status.get("status") != "complete":
         found = find_checkpoint(csv.parent)
         if found is not None:
@@ -350,7 +379,17 @@ def read_metrics(path: str | Path, table: str = "metrics") -> tuple[list[str], n
     if not lines:
         return cols, np.zeros((0, len(cols)))
     # One split and one float conversion: ~5x faster than np.loadtxt on 10,000-generation tables.
-    values = np.array(",".join(lines).split(","), dtype=float)
-    if values.size != len(lines) * len(cols):
-        raise RunDirError(f"{csv} has rows whose length differs from its header; the run directory is damaged")
+    try:
+        values = np.array(",".join(lines).split(","), dtype=float)
+    except ValueError:
+        values = None
+    if values is None or values.size != len(lines) * len(cols):
+        bad = next((i for i, line in enumerate(lines) if line.count(",") != len(cols) - 1), len(lines) - 1)
+        raise CorruptRunError(f"{csv} is damaged: line {bad + 2} does not hold {len(cols)} numbers (a file cut "
+                              f"short or edited?); {_REDO.format(run=csv.parent)}")
     return cols, values.reshape(len(lines), len(cols))
+
+
+# What to do about a damaged table of a run (its checkpoints only record committed lengths, not rows).
+_REDO = ("restore it from a copy, or run the experiment again: "
+         "`collapse run {run}/config.yaml --out {run} --overwrite`")

@@ -21,11 +21,11 @@ from pathlib import Path
 import yaml
 
 from ..errors import CollapseWarning, ConfigError, RunDirError
+from ..locks import exclusive
 from .executors import get_executor
 from .index import Index
 from .progress import Progress
 from .spec import Spec, plan
-from .task import fcntl
 
 
 def run_status(task) -> str:
@@ -43,26 +43,16 @@ def run_status(task) -> str:
     return next((s for s in docs if s in ("failed", "interrupted", "running")), "pending")
 
 
-def _flat(tree, prefix: str = "") -> dict:
-    """{dotted key: leaf} of a config tree."""
-    if not isinstance(tree, dict) or (prefix and not tree):
-        return {prefix: tree}
-    out = {}
-    for k, v in tree.items():
-        out.update(_flat(v, f"{prefix}.{k}" if prefix else str(k)))
-    return out
-
-
 def _changes(stored: str, planned: str) -> list[str]:
     """`key: stored -> planned` for a run directory whose config differs from the planned one."""
-    from ..config import dump, validate
+    from ..config import dump, flat, validate
     try:   # read the stored config through today's schema, as `collapse resume` does
         stored = dump(validate(yaml.safe_load(stored)))
     except Exception:  # noqa: BLE001 - an unreadable stored config simply differs
         pass
     if stored == planned:
         return []
-    a, b = _flat(yaml.safe_load(stored) or {}), _flat(yaml.safe_load(planned) or {})
+    a, b = flat(yaml.safe_load(stored) or {}), flat(yaml.safe_load(planned) or {})
     return [f"{k}: {a.get(k, '(absent)')} -> {b.get(k, '(absent)')}" for k in dict.fromkeys([*a, *b])
             if a.get(k) != b.get(k)] or ["(formatting)"]
 
@@ -83,27 +73,12 @@ def check_existing(out: Path, tasks: list) -> None:
                           "to start the sweep again")
 
 
-@contextmanager
 def driver_lock(out: Path):
     """One driver per sweep directory at a time (released by the kernel if this process dies)."""
     path = out / ".locks" / "driver.lock"
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        if fcntl is not None:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                other = path.read_text().strip() or "?"
-                raise RunDirError(f"another `collapse sweep` (pid {other}) is running on {out}; "
-                                  "wait for it to finish or stop it first") from None
-            except OSError:
-                pass   # no locks on this filesystem
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
-        yield
-    finally:
-        os.close(fd)
+    return exclusive(path, f"another `collapse sweep` (pid {{pid}}) is running on {out}; "
+                           "wait for it to finish or stop it first")
 
 
 def _prepare(out: Path, overwrite: bool) -> None:

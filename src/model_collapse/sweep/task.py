@@ -12,17 +12,12 @@ from __future__ import annotations
 import os
 import sys
 import time
-from contextlib import contextmanager
 from pathlib import Path
+
+from ..locks import exclusive
 
 THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "VECLIB_MAXIMUM_THREADS",
                "NUMEXPR_NUM_THREADS")
-
-try:
-    import fcntl
-except ImportError:  # Windows: no advisory locks; a sweep directory then needs one driver at a time
-    fcntl = None
-
 
 def one_thread_env() -> dict[str, str]:
     """Environment variables that hold BLAS, OpenMP and torch to one thread per process."""
@@ -47,62 +42,23 @@ def limit_threads(torch_family: bool) -> None:
         torch.set_num_threads(1)
 
 
-@contextmanager
-def held(lock: Path):
-    """Hold an exclusive lock file (waiting for another holder to finish); the file names our pid."""
-    lock.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        if fcntl is not None:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX)
-            except OSError:
-                pass   # a filesystem without locks (some network mounts): run unlocked
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
-        yield
-    finally:
-        os.close(fd)   # releases the lock
-
-
 def _message(e: BaseException) -> str:
     """`Type: text` of an exception (the run store's convention)."""
     return f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
 
 
-def _run_one(exp, text: str, out: Path) -> dict:
-    """Start, resume or skip one run directory; the loop records failures in its status.json."""
-    from ..errors import CorruptRunError
-    from ..loop import run_generations
-    from ..store import RunStore
-    if (out / "config.yaml").exists():
-        store = RunStore(out)
-        doc = store.status()
-        if doc.get("status") == "complete":
-            return {"status": "complete", "message": ""}
-        try:
-            store.check_resumable()
-        except CorruptRunError as e:
-            return {"status": "failed", "message": str(e)}
-        store.set_status("running", doc.get("last_complete_generation", -1))
-    else:   # new, or a directory a kill left without its config: start it cleanly
-        store = RunStore.create(out, text, overwrite=True)
+def _run_one(raw: dict, out: Path) -> dict:
+    """Start, resume or skip one run directory through the one runner (as `collapse run --resume`);
+    the loop records failures in its status.json."""
+    from ..runner import execute
     try:
-        run_generations(exp, store, progress=False)
+        execute(raw, out, resume=True, progress=False, figures=False, echo=False)
     except KeyboardInterrupt:
-        _mark(store, "interrupted", "interrupted")
         return {"status": "interrupted", "message": "interrupted"}
     except Exception as e:  # noqa: BLE001 - a failed run is a result, not a crash of the sweep
-        _mark(store, "failed", _message(e))
-        return {"status": "failed", "message": store.status().get("message") or _message(e)}
+        from ..store import RunStore
+        return {"status": "failed", "message": RunStore(out).status().get("message") or _message(e)}
     return {"status": "complete", "message": ""}
-
-
-def _mark(store, kind: str, message: str) -> None:
-    """Record a stop the loop did not record itself (e.g. while building the model)."""
-    doc = store.status()
-    if doc.get("status") == "running":
-        store.set_status(kind, doc.get("last_complete_generation", -1), message=message)
 
 
 def _summarise(task, variants: list[str]) -> None:
@@ -133,10 +89,11 @@ def _attempt(task) -> dict:
     try:
         exp = validate(task.raw)
         limit_threads(hasattr(exp.model, "threads"))
-        with held(Path(task.lock)):
+        Path(task.lock).parent.mkdir(parents=True, exist_ok=True)
+        with exclusive(Path(task.lock), wait=True):   # a worker left by a killed driver finishes first
             names = list(exp.variants)
             if not names:
-                result = _run_one(exp, dump(exp), out)
+                result = _run_one(task.raw, out)
             else:   # as `collapse run`: the experiment's config on top, one sub-directory per variant
                 out.mkdir(parents=True, exist_ok=True)
                 top = dump(exp)
@@ -145,8 +102,7 @@ def _attempt(task) -> dict:
                 bad = []
                 result = {"status": "complete", "message": ""}
                 for name in names:
-                    vexp = validate(variant_raw(task.raw, name))
-                    r = _run_one(vexp, dump(vexp), out / name)
+                    r = _run_one(variant_raw(task.raw, name), out / name)
                     if r["status"] == "interrupted":
                         return r
                     if r["status"] != "complete":

@@ -10,6 +10,7 @@ import gc
 from ..config import validate
 from ..loop import run_generations  # noqa: F401 - imported for its side effect: the engine is loaded
 from ..store import RunStore  # noqa: F401
+from .. import runner  # noqa: F401
 from . import stats, task  # noqa: F401
 
 try:   # the common case: Gaussian components resolve without a lookup
