@@ -7,6 +7,7 @@ its dotted path; the CLI prints them and exits 2 without writing anything.
 from __future__ import annotations
 
 import copy
+import math
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any, Union
@@ -31,7 +32,7 @@ def _union(classes: list[type]):
 class Settings(BaseModel):
     """Fields shared by every experiment (components are added in experiment_model())."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
     name: str = ""
     description: str = ""
     seed: int = Field(0, ge=0)
@@ -136,6 +137,7 @@ def _cross_checks(exp) -> list[str]:
                                                      exp.model.kind, caps)]
     errs += [f"regime.kind: {m}" for m in mismatches(f"regime {exp.regime.kind}", exp.regime.needs, src,
                                                      exp.model.kind, caps)]
+    errs += _memory_check(exp, src, caps)
     if any(g < 0 for g in exp.snapshots):
         errs.append("snapshots: generations must be >= 0 (ones past the last generation are ignored)")
     return errs
@@ -149,6 +151,38 @@ def flat(tree, prefix: str = "") -> dict[str, Any]:
     for k, v in tree.items():
         out.update(flat(v, f"{prefix}.{k}" if prefix else str(k)))
     return out
+
+
+# Bytes an item takes in memory, per data kind (vectors and pairs: 8 per coordinate; images: 785
+# pixels as float32 in training copies; text: a block of token ids, assumed at most 256 long).
+ITEM_BYTES = {"vector": 8, "category": 8, "pairs": 8, "image": 4 * 785, "text": 4 * 256}
+
+
+def memory_needed(exp, src, caps) -> int:
+    """A lower estimate of the bytes a run holds at once: every chain's items (training set, samples,
+    an accumulated pool), or a few hundred bytes a chain for families that keep only a summary."""
+    per_item = ITEM_BYTES.get(src.data_kind, 8) * (src.dim or 1) if src.data_kind in ("vector", "pairs") \
+        else ITEM_BYTES.get(src.data_kind, 8)
+    items = exp.regime.items_held(exp.generations) if "items" in caps else 0
+    return exp.chains * (items * per_item + 256)
+
+
+def machine_memory() -> int | None:
+    """Physical memory of this machine in bytes (None where the OS does not say)."""
+    import os
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def _memory_check(exp, src, caps) -> list[str]:
+    """Refuse, before anything is allocated, a run that needs more memory than the machine has."""
+    need, have = memory_needed(exp, src, caps), machine_memory()
+    if have is None or need <= have:
+        return []
+    return [f"chains: {exp.chains:,} chains x {exp.regime.kind} regime would need at least {need / 2**30:,.1f} GiB "
+            f"of memory; this machine has {have / 2**30:,.1f} GiB: use fewer chains (or a smaller regime.n)"]
 
 
 def set_dotted(tree: dict, key: str, value: Any) -> None:
@@ -193,17 +227,38 @@ def load_raw(path: str | Path, overrides: list[str] = ()) -> dict:
     return raw
 
 
+def _non_finite(tree, prefix: str = "") -> list[str]:
+    """Dotted paths of NaN or infinite numbers anywhere in a config tree (free-form fields included)."""
+    if isinstance(tree, dict):
+        return [p for k, v in tree.items() for p in _non_finite(v, f"{prefix}.{k}" if prefix else str(k))]
+    if isinstance(tree, (list, tuple)):
+        return [p for i, v in enumerate(tree) for p in _non_finite(v, f"{prefix}.{i}")]
+    if isinstance(tree, float) and not math.isfinite(tree):
+        return [prefix]
+    return []
+
+
 def validate(raw: dict):
     """Validate a raw experiment dict; raise ConfigError listing every problem with its dotted path."""
+    if not isinstance(raw, dict):
+        raise ConfigError("invalid configuration: the top level must be a mapping of keys")
     _, errors = _components(raw)
-    if errors:
-        raise ConfigError("invalid configuration:\n  " + "\n  ".join(errors))
+    unknown = {e.split(".", 1)[0] for e in errors}   # components whose kind does not exist
+    errors += [f"{p}: Input should be a finite number" for p in _non_finite(raw)]
     try:
-        exp = experiment_model(raw)(**raw)
+        # Components of an unknown kind are left out, so every other error is listed with theirs.
+        exp = experiment_model(raw)(**{k: v for k, v in raw.items() if k not in unknown})
     except ValidationError as e:
         for err in e.errors():
-            errors.append(f"{_path(err['loc'], raw)}: {err['msg']}")
+            path = _path(err["loc"], raw)
+            if path.split(".", 1)[0] in unknown or f"{path}: {err['msg']}" in errors:
+                continue
+            if err["type"] == "finite_number" and any(x.startswith(path + ":") for x in errors):
+                continue
+            errors.append(f"{path}: {err['msg']}")
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(errors)) from None
+    if errors:
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(errors))
     errors = _cross_checks(exp)
     for name, over in exp.variants.items():
         try:

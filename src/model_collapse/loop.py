@@ -187,12 +187,21 @@ def run_generations(exp, store, progress: bool | None = None) -> int:
         if not isinstance(e, (KeyboardInterrupt, Exception)):
             raise
         stop.busy = True
-        last = _save_last(store, done, saved, copied)
+        try:
+            last = _save_last(store, done, saved, copied)
+        except OSError:   # a full disk: the last good checkpoint stays the one to resume from
+            store.pending.clear()
+            last = saved
+        if isinstance(e, OSError):
+            store.discard_uncommitted()   # frees what rows past the checkpoint took: room for the status
         kind = "interrupted" if isinstance(e, KeyboardInterrupt) else "failed"
         message = kind if isinstance(e, KeyboardInterrupt) else (str(e) or type(e).__name__)
         if not isinstance(e, (KeyboardInterrupt, DivergenceError)) and str(e):
             message = f"{type(e).__name__}: {e}"
-        store.set_status(kind, last, message=message)
+        try:
+            store.set_status(kind, last, message=message)
+        except OSError:
+            pass   # no room even for status.json: the error itself still reaches the user
         raise
     store.set_status("complete", done)
     return done

@@ -224,6 +224,10 @@ def execute(raw: dict, out: Path, *, resume: bool = False, overwrite: bool = Fal
     fresh = bool(made) or not holds_run(out)   # nothing of an earlier run is here: roll back on a refusal
     try:
         _probe(out)
+    except CollapseError:
+        _remove(made)
+        raise
+    try:
         with run_lock(out):
             if overwrite:
                 from .store import clear_dir
@@ -243,9 +247,9 @@ def execute(raw: dict, out: Path, *, resume: bool = False, overwrite: bool = Fal
                 draw_figures(out)
     except KeyboardInterrupt:
         raise Interrupted(f"interrupted; continue with `collapse resume {out}`") from None
-    except (ConfigError, DiskFullError, OSError) as e:
+    except (CollapseError, OSError) as e:
         kept = not fresh or any(out.rglob("checkpoint-*.npz"))
-        if not kept:   # a refused or failed start leaves nothing behind
+        if not kept and not isinstance(e, RunDirError):   # a refused or failed start leaves nothing behind
             _remove(made) if made else _clear(out)
         if isinstance(e, OSError) and disk_full(e):
             raise _disk_error(out, e, kept) from None

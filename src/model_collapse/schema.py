@@ -17,7 +17,9 @@ from .kinds import Needs
 class Component(BaseModel):
     """A component config: strict (unknown keys rejected), tagged by ``kind``."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # allow_inf_nan=False: a NaN or infinite number in any float field is refused at validation, not
+    # discovered as a divergence at generation 0.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     # Families: the data kinds they fit. Metrics, filters, regimes: what they need.
     data_kinds: ClassVar[frozenset] = frozenset()
@@ -26,6 +28,10 @@ class Component(BaseModel):
     def check(self, exp) -> list[tuple[str, str]]:
         """Cross-field checks against the whole experiment: (dotted path, message) pairs."""
         return []
+
+    def items_held(self, generations: int) -> int:
+        """Regimes: items per chain a run keeps in memory at most (0: not known; no memory check)."""
+        return 0
 
     def capabilities(self, source) -> frozenset:
         """Families: what a model with this config can do on data from `source` (a SourceDecl)."""

@@ -51,8 +51,10 @@ def atomic_write(path: Path, data: bytes, durable: bool = True) -> None:
                 f.flush()
                 os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         tmp.unlink(missing_ok=True)   # a full disk or a kill leaves no half-written temp file behind
+        if isinstance(e, OSError) and not e.filename:
+            raise OSError(e.errno, e.strerror, str(path)) from None   # name the file that was being written
         raise
 
 
@@ -181,6 +183,7 @@ class RunStore:
         # Trackers told what each checkpoint commits (logging_sinks.py): only committed rows, so a
         # resumed run, which recomputes what came after its checkpoint, never logs a generation twice.
         self.sinks: list = []
+        self.committed: dict[str, int] | None = None   # CSV lengths the newest checkpoint written here records
 
     # -- creation and status ------------------------------------------------
     @classmethod
@@ -255,15 +258,21 @@ class RunStore:
         ready = [p for p in self.pending if p[1] <= upto]
         self.pending = [p for p in self.pending if p[1] > upto]
         for name in {p[0] for p in ready}:
-            with open(self.path / f"{name}.csv", "ab") as f:
-                for n, g, header, text in ready:
-                    if n != name:
-                        continue
-                    if f.tell() == 0:
-                        f.write((header + "\n").encode())
-                    f.write((text if isinstance(text, str) else _rows(g, text)).encode())
-                f.flush()
-                os.fsync(f.fileno())
+            path = self.path / f"{name}.csv"
+            try:
+                with open(path, "ab") as f:
+                    for n, g, header, text in ready:
+                        if n != name:
+                            continue
+                        if f.tell() == 0:
+                            f.write((header + "\n").encode())
+                        f.write((text if isinstance(text, str) else _rows(g, text)).encode())
+                    f.flush()
+                    os.fsync(f.fileno())
+            except OSError as e:
+                if e.filename:
+                    raise
+                raise OSError(e.errno, e.strerror, str(path)) from None   # name the file that could not grow
         return {p.stem: p.stat().st_size for p in self.path.glob("*.csv") if p.name != "timings.csv"}
 
     # -- checkpoints ------------------------------------------------------------
@@ -278,6 +287,7 @@ class RunStore:
         path = self.path / f"checkpoint-{generation:06d}.npz"
         save_npz(path, arrays)
         _fsync_dir(self.path)  # the new one is durable before an older one goes
+        self.committed = lengths
         # Keep this one and the newest older one (the fallback if this one is ever damaged);
         # any with a later generation belongs to an abandoned future and goes too.
         others = [p for p in checkpoint_paths(self.path) if p != path]
@@ -287,6 +297,18 @@ class RunStore:
                 old.unlink(missing_ok=True)
         for sink in self.sinks:   # (table, generation, header, rows) of everything just committed
             sink.committed(committed)
+
+    def discard_uncommitted(self) -> None:
+        """Cut every CSV back to what the newest checkpoint records (what resume would do anyway): after
+        a full disk this frees the space that rows past the checkpoint took, so the status can be written."""
+        if self.committed is None:
+            return
+        for csv in _committed_csvs(self.path):
+            try:
+                with open(csv, "r+b") as f:
+                    f.truncate(self.committed.get(csv.stem, 0))
+            except OSError:
+                pass
 
     def latest_checkpoint(self) -> dict[str, np.ndarray] | None:
         """The newest readable checkpoint, with the CSVs truncated to the lengths it records.
@@ -303,6 +325,7 @@ class RunStore:
                 with open(csv, "r+b") as f:  # rows flushed just before a first checkpoint that never landed
                     f.truncate(0)
             self.columns = None
+            self.committed = {}
             return None
         path, state, skipped = found
         for bad, why in skipped:
@@ -315,6 +338,7 @@ class RunStore:
             with open(csv, "r+b") as f:
                 f.truncate(lengths.get(csv.stem, 0))
         self.columns = json.loads(str(state["__columns"])) or None
+        self.committed = lengths
         return state
 
     def check_resumable(self) -> None:

@@ -36,6 +36,10 @@ class ReplaceConfig(Component):
     kind: Literal["replace"] = "replace"
     n: int = Field(1000, gt=0)
 
+    def items_held(self, generations: int) -> int:
+        """Items per chain a run keeps in memory at most (the memory estimate of validation)."""
+        return 2 * self.n   # a training set and the samples drawn from its fit
+
     def build(self) -> "Replace":
         """The regime object for a run."""
         return Replace(self)
@@ -45,6 +49,10 @@ class AccumulateConfig(ReplaceConfig):
     """Train on the real data plus every generation's n samples so far."""
 
     kind: Literal["accumulate"] = "accumulate"
+
+    def items_held(self, generations: int) -> int:
+        """The pool grows by n a generation."""
+        return self.n * (generations + 1)
 
     def build(self) -> "Accumulate":
         """The regime object for a run."""
@@ -56,6 +64,10 @@ class AccumulateSubsampleConfig(ReplaceConfig):
 
     kind: Literal["accumulate-subsample"] = "accumulate-subsample"
     needs: ClassVar[Needs] = Needs(model=("items",))   # random subsets need the items themselves
+
+    def items_held(self, generations: int) -> int:
+        """The whole pool is kept, to draw subsets from."""
+        return self.n * (generations + 1)
 
     def build(self) -> "Accumulate":
         """The regime object for a run."""
@@ -131,6 +143,10 @@ class MixConfig(Component):
     previous: float = 0.0
     fitted: float = 1.0
 
+    def items_held(self, generations: int) -> int:
+        """The largest training set, the previous one and the real set."""
+        return 2 * (self.n + self.grow * generations) + (self.real_n or self.n)
+
     def build(self) -> "Mix":
         """The regime object for a run."""
         return Mix(self)
@@ -156,6 +172,10 @@ class ScheduleConfig(Component):
     over: int = Field(100, gt=0)  # generations to go from start to end
     rate: float = 0.05  # exponential: share = end - (end - start) * exp(-rate * g)
     rest: Literal["truth", "real"] = "truth"  # fresh true samples, or a subset of the fixed real set
+
+    def items_held(self, generations: int) -> int:
+        """The largest training set, the previous one and the real set."""
+        return 3 * (self.n + self.grow * generations)
 
     def build(self) -> "Schedule":
         """The regime object for a run."""
