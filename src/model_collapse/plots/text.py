@@ -20,6 +20,7 @@ from matplotlib.ticker import FuncFormatter
 from ..store import find_checkpoint, read_metrics
 from .canvas import cmap as get_cmap
 from .canvas import save, subplots
+from .panels import grid, panel
 
 # Columns drawn on text.png (those the run has), in this order.
 TEXT_COLUMNS = ("test_ppl", "truth_ppl", "ppl0_median", "ppl0_impossible", "token_tail", "vocab_survival",
@@ -27,7 +28,7 @@ TEXT_COLUMNS = ("test_ppl", "truth_ppl", "ppl0_median", "ppl0_impossible", "toke
 MAX_CURVES = 8
 
 
-def _committed_rows(run: Path, table: str) -> list[dict]:
+def committed_rows(run: Path, table: str) -> list[dict]:
     """The committed rows of RUN/<table>.csv as dicts (CSV quoting honoured); [] if absent."""
     path = run / f"{table}.csv"
     if not path.exists():
@@ -41,9 +42,12 @@ def _committed_rows(run: Path, table: str) -> list[dict]:
     return list(csv.DictReader(io.StringIO(data.decode())))
 
 
+_committed_rows = committed_rows   # the old name, until html.py and logging_sinks.py use committed_rows
+
+
 def plot_ppl_hist(run: Path, out: Path) -> Path | None:
     """Overlaid per-block perplexity histograms (all chains pooled) of up to 8 generations."""
-    rows = _committed_rows(run, "ppl_hist")
+    rows = committed_rows(run, "ppl_hist")
     if not rows:
         return None
     g = np.array([int(r["generation"]) for r in rows])
@@ -82,17 +86,17 @@ def plot_ppl_hist(run: Path, out: Path) -> Path | None:
     return save(fig, out / "ppl_hist.png", tight=True)
 
 
-def plot_text_metrics(run: Path, out: Path) -> Path | None:
-    """The text metric columns with the truth's value (dotted) where known."""
-    from .runs import _grid, _panel
-    cols, rows = read_metrics(run)
+def plot_text_metrics(run: Path, out: Path, metrics: tuple | None = None) -> Path | None:
+    """The text metric columns with the truth's value (dotted) where known (metrics: (cols, rows)
+    of metrics.csv when the caller has read it)."""
+    cols, rows = metrics or read_metrics(run)
     names = [c for c in TEXT_COLUMNS if c in cols]
     if not names or not len(rows):
         return None
-    truth = {r["column"]: float(r["value"]) for r in _committed_rows(run, "truth_values")}
-    fig, axes = _grid(len(names))
+    truth = {r["column"]: float(r["value"]) for r in committed_rows(run, "truth_values")}
+    fig, axes = grid(len(names))
     for ax, name in zip(axes, names):
-        _panel(ax, cols, rows, name)
+        panel(ax, cols, rows, name)
         if name in truth:
             ax.axhline(truth[name], color="k", lw=1.2, ls=":", label="true language")
             ax.legend(fontsize=6)
@@ -104,7 +108,7 @@ def plot_text_metrics(run: Path, out: Path) -> Path | None:
 
 def write_samples(run: Path, out: Path) -> Path | None:
     """samples.txt: the kept sample texts, generation by generation."""
-    rows = _committed_rows(run, "text_samples")
+    rows = committed_rows(run, "text_samples")
     if not rows:
         return None
     lines = []
@@ -115,10 +119,10 @@ def write_samples(run: Path, out: Path) -> Path | None:
     return path
 
 
-def plot_text_run(run: Path) -> list[Path]:
+def plot_text_run(run: Path, metrics: tuple | None = None) -> list[Path]:
     """Every text figure whose input exists; returns the files written."""
     run = Path(run)
     out = run / "figures"
     out.mkdir(exist_ok=True)
-    made = [plot_ppl_hist(run, out), plot_text_metrics(run, out), write_samples(run, out)]
+    made = [plot_ppl_hist(run, out), plot_text_metrics(run, out, metrics), write_samples(run, out)]
     return [p for p in made if p is not None]

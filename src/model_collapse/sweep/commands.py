@@ -36,6 +36,8 @@ def add_commands(sub) -> None:
                    help="a panel of figures/sweep.png: metric, metric@GEN (var@100) or metric<X (collapse "
                         "time); default every metric at the last generation")
     s.add_argument("--run-figures", action="store_true", help="also draw each run's own figures")
+    s.add_argument("--no-figures", action="store_true",
+                   help="draw no figure (neither figures/sweep.png nor the runs'); stats.csv is still written")
     s.add_argument("--overwrite", action="store_true", help="delete the sweep directory and start again")
     s.add_argument("--quiet", action="store_true", help="no progress line")
     s.set_defaults(fn=cmd_sweep)
@@ -58,8 +60,10 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         raise ConfigError(f"--workers must be >= 1 (got {args.workers})")
     options = {"workers": args.workers, "address": args.address, "partition": args.partition,
                "time": args.time, "mem": args.mem, "cluster": args.slurm_cluster}
+    if args.no_figures and args.run_figures:
+        raise ConfigError("--no-figures and --run-figures contradict each other: choose one")
     counts = run_sweep(spec, Path(args.out) if args.out else None, args.executor, options, args.overwrite,
-                       args.run_figures, progress=False if args.quiet else None)
+                       args.run_figures, progress=False if args.quiet else None, figures=not args.no_figures)
     return report(counts)
 
 

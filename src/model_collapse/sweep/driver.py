@@ -117,9 +117,10 @@ def _sigterm_as_interrupt():
 
 def run_sweep(spec: Spec, out: Path | None = None, executor: str = "local", options: dict | None = None,
               overwrite: bool = False, run_figures: bool = False, progress: bool | None = None,
-              stats: bool = True) -> dict:
+              stats: bool = True, figures: bool = True) -> dict:
     """Run (or resume) a sweep; returns counts {"total", "complete", "failed", "interrupted", "skipped"}
     and the sweep directory. Raises ConfigError / RunDirError before writing anything.
+    stats: write stats.csv at the end; figures: and figures/sweep.png (False: --no-figures).
 
     From a script, call it under `if __name__ == "__main__":`: the local executor's workers
     import the main module, as every multiprocessing start method but fork does."""
@@ -194,7 +195,7 @@ def run_sweep(spec: Spec, out: Path | None = None, executor: str = "local", opti
         from .figures import sweep_figure
         write_stats(out)
         try:
-            counts["figure"] = sweep_figure(out, spec.figures)
+            counts["figure"] = sweep_figure(out, spec.figures) if figures else None
         except ConfigError as e:   # the runs are done and kept; only the figure could not be drawn
             warnings.warn(f"{e}; redraw with `collapse plot {out} --figure ...`", CollapseWarning, stacklevel=2)
     return counts

@@ -23,7 +23,8 @@ import yaml
 
 from ..errors import ConfigError, RunDirError
 from .spec import show
-from .stats import Group, bootstrap, groups
+from .bootstrap import bootstrap
+from .stats import Group, groups
 
 _PANEL = re.compile(r"^\s*([A-Za-z_][\w.]*)\s*(?:@\s*(\d+)|([<>])\s*([-+0-9.eE]+))?\s*$")
 
@@ -71,14 +72,15 @@ def _per_seed(g: Group, p: Panel) -> tuple[np.ndarray, int | None]:
     return first.astype(float), None
 
 
-def _theory(g: Group, p: Panel, gen: int | None):
-    """The closed form for a panel at a point, or None."""
+def _theory(g: Group, p: Panel, gen: int | None, configs: dict):
+    """The closed form for a panel at a point, or None (configs: each point's experiment, read once)."""
     from ..config import validate
     from ..theory import expected
     if not g.runs:
         return None
-    exp = validate(yaml.safe_load((g.runs[0] / "config.yaml").read_text()))
-    fn = expected(exp, p.metric)
+    if g.runs[0] not in configs:
+        configs[g.runs[0]] = validate(yaml.safe_load((g.runs[0] / "config.yaml").read_text()))
+    fn = expected(configs[g.runs[0]], p.metric)
     if fn is None:
         return None
     if p.op is None:
@@ -95,7 +97,7 @@ def _numeric(xs: list) -> bool:
 
 def default_panels(found: list[Group]) -> list[Panel]:
     """Every metric at the last generation (histogram columns and flags left out), at most 12."""
-    from ..plots.runs import HISTOGRAM
+    from ..plots.panels import HISTOGRAM
     names = next((g.names for g in found if g.runs), [])
     return [Panel(n) for n in names if not HISTOGRAM.fullmatch(n) and n != "degenerate"][:12]
 
@@ -103,7 +105,7 @@ def default_panels(found: list[Group]) -> list[Panel]:
 def sweep_figure(sweep: Path, specs: list[str] = (), out: Path | None = None) -> Path | None:
     """Draw SWEEP/figures/sweep.png (or `out`); None when no run is complete."""
     from ..plots.canvas import save
-    from ..plots.runs import _grid
+    from ..plots.panels import grid
     sweep = Path(sweep)
     found = [g for g in groups(sweep) if g.runs]
     if not found:
@@ -116,8 +118,8 @@ def sweep_figure(sweep: Path, specs: list[str] = (), out: Path | None = None) ->
                           f"choose from {', '.join(known)}")
     # The x axis is the first grid axis (its first key, when several keys move together); every
     # other axis and each variant gets a line of its own.
-    grid = (yaml.safe_load((sweep / "sweep.yaml").read_text()) or {}).get("grid") or {}
-    axes = [str(k).split(",") for k in grid]
+    swept = (yaml.safe_load((sweep / "sweep.yaml").read_text()) or {}).get("grid") or {}
+    axes = [str(k).split(",") for k in swept]
     xkey = axes[0][0] if axes else None
     lines: dict[tuple, list[Group]] = {}
     for g in found:
@@ -128,12 +130,13 @@ def sweep_figure(sweep: Path, specs: list[str] = (), out: Path | None = None) ->
     numeric = _numeric(xs_all)
     cats = list(dict.fromkeys(show(x) for x in xs_all))
     top = max(float(g.gens[-1]) for g in found) + 1   # where a collapse that never came is drawn
-    fig, axes = _grid(len(panels))
+    fig, axes = grid(len(panels))
+    configs: dict = {}
     for ax, p in zip(axes, panels):
         for i, (rest, gs) in enumerate(lines.items()):
             xs = [g.values[xkey] if numeric else cats.index(show(g.values[xkey])) for g in gs] if xkey \
                 else [0] * len(gs)
-            _draw_line(ax, gs, xs, p, f"C{i % 10}", ", ".join(rest) or None, top)
+            _draw_line(ax, gs, xs, p, f"C{i % 10}", ", ".join(rest) or None, top, configs)
         if numeric and min(xs_all) > 0 and max(xs_all) / min(xs_all) >= 20:
             ax.set_xscale("log")
         if not numeric:
@@ -152,7 +155,7 @@ def sweep_figure(sweep: Path, specs: list[str] = (), out: Path | None = None) ->
     return save(fig, target, top=0.7)
 
 
-def _draw_line(ax, gs: list[Group], xs: list, p: Panel, color: str, label, top: float):
+def _draw_line(ax, gs: list[Group], xs: list, p: Panel, color: str, label, top: float, configs: dict):
     """One line of a panel: the mean with error bars, the median dashed with a band, the closed form."""
     est, theory = {k: [] for k in ("mean", "mean_lo", "mean_hi", "median", "median_lo", "median_hi")}, []
     for g in gs:
@@ -160,7 +163,7 @@ def _draw_line(ax, gs: list[Group], xs: list, p: Panel, color: str, label, top: 
         res = bootstrap(vals[:, None])
         for k in est:
             est[k].append(float(res[k][0]))
-        theory.append(_theory(g, p, gen))
+        theory.append(_theory(g, p, gen, configs))
     x = np.asarray(xs, float)
     ceiling = top if p.op else None   # a collapse time that never came is drawn at the top
     e = {k: np.clip(np.asarray(v, float), None, ceiling) for k, v in est.items()}
@@ -223,7 +226,7 @@ def compare(paths: list[Path], out: Path, metrics: list[str] = ()) -> Path:
     from matplotlib.lines import Line2D
 
     from ..plots.canvas import subplots
-    from ..plots.runs import HISTOGRAM, SKIP, _panel
+    from ..plots.panels import HISTOGRAM, SKIP, panel
     from ..theory import bound, expected
     curves = [c for p in paths for c in _curves(p)]
     if not curves:
@@ -246,7 +249,7 @@ def compare(paths: list[Path], out: Path, metrics: list[str] = ()) -> Path:
     for i, (label, exp, cols, rows) in enumerate(curves):
         for ax, name in zip(axes, names):
             if name in cols and len(rows):
-                _panel(ax, cols, rows, name, label, f"C{i % 10}", expected(exp, name), bound(exp, name))
+                panel(ax, cols, rows, name, label, f"C{i % 10}", expected(exp, name), bound(exp, name))
     handles = [Line2D([], [], color=f"C{i % 10}", lw=1.5, label=label[len(prefix):]) for i, label in enumerate(labels)]
     handles += [Line2D([], [], color="k", lw=1, ls=ls, label=what)
                 for ls, what in (("-", "median (5-95% band)"), ("--", "mean"), (":", "closed form"))]

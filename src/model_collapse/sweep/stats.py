@@ -13,7 +13,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,71 +20,13 @@ import numpy as np
 import yaml
 
 from ..store import atomic_write, read_metrics, save_npz
+from .bootstrap import RESAMPLES, bootstrap, nanmean, nanmedian, resample_indices
 from .index import read_index
 
-RESAMPLES = 1000
-LEVEL = 0.95
-SEED = 0
 SKIP = {"generation", "chain"}
-
-
-def resample_indices(k: int, resamples: int = RESAMPLES, seed: int = SEED) -> np.ndarray:
-    """(resamples, k) indices of seeds drawn with replacement: the bootstrap's resamples."""
-    return np.random.default_rng(seed).integers(0, k, size=(resamples, k))
-
-
-def nanmean(x: np.ndarray, axis: int) -> np.ndarray:
-    """Mean over axis ignoring NaN (NaN where nothing is left), without numpy's warnings."""
-    keep = ~np.isnan(x)
-    n = keep.sum(axis=axis)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(n > 0, np.where(keep, x, 0.0).sum(axis=axis) / np.maximum(n, 1), np.nan)
-
-
-def nanmedian(x: np.ndarray, axis: int) -> np.ndarray:
-    """Median over axis ignoring NaN, vectorised (numpy's nanmedian loops in Python over short rows)."""
-    s = np.sort(np.moveaxis(x, axis, -1), axis=-1)   # NaN sorts last
-    n = (~np.isnan(s)).sum(axis=-1)
-    lo = np.take_along_axis(s, np.maximum((n - 1) // 2, 0)[..., None], -1)[..., 0]
-    hi = np.take_along_axis(s, np.maximum(n // 2, 0)[..., None], -1)[..., 0]
-    with np.errstate(invalid="ignore"):
-        mid = np.where(lo == hi, lo, (lo + hi) / 2)   # inf stays inf
-    return np.where(n > 0, mid, np.nan)
-
-
-def _quantiles(boot: np.ndarray, level: float) -> tuple[np.ndarray, np.ndarray]:
-    """Percentile interval of bootstrap statistics (resamples, C); no interpolation, so inf stays inf."""
-    tail = round((1 - level) / 2, 12)   # 0.025, not 0.025000000000000022 (one resample off at B = 200)
-    q = [tail, 1 - tail]
-    fn = np.nanquantile if np.isnan(boot).any() else np.quantile
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)   # columns with no value at all: NaN
-        lo, hi = fn(boot, q, axis=0, method="inverted_cdf")
-    return lo, hi
-
-
-def bootstrap(values: np.ndarray, resamples: int = RESAMPLES, level: float = LEVEL,
-              seed: int = SEED) -> dict[str, np.ndarray]:
-    """Mean and median of each column of values (seeds, columns) with bootstrap intervals.
-
-    Returns arrays (columns,): n, mean, mean_lo, mean_hi, median, median_lo, median_hi."""
-    values = np.asarray(values, float)
-    if values.ndim == 1:
-        values = values[:, None]
-    k, c = values.shape
-    out = {"n": (~np.isnan(values)).sum(axis=0), "mean": nanmean(values, 0), "median": nanmedian(values, 0)}
-    for key in ("mean_lo", "mean_hi", "median_lo", "median_hi"):
-        out[key] = np.full(c, np.nan)
-    if k == 0 or c == 0:
-        return out
-    idx = resample_indices(k, resamples, seed)
-    step = max(1, int(4e6 // (resamples * k)))   # columns per chunk: ~32 MB of resampled values
-    for a in range(0, c, step):
-        sample = values[:, a:a + step][idx]        # (resamples, k, chunk)
-        for name, fn in (("mean", nanmean), ("median", nanmedian)):
-            lo, hi = _quantiles(fn(sample, 1), level)
-            out[f"{name}_lo"][a:a + step], out[f"{name}_hi"][a:a + step] = lo, hi
-    return out
+# The bootstrap's numbers live in bootstrap.py; these names stay importable from here.
+__all__ = ["RESAMPLES", "Group", "bootstrap", "groups", "nanmedian", "resample_indices", "seed_table",
+           "summary", "summary_path", "write_stats"]
 
 
 def seed_table(run: Path) -> tuple[list[str], np.ndarray, np.ndarray]:
@@ -201,9 +142,11 @@ def groups(sweep: Path) -> list[Group]:
     return list(out.values())
 
 
-def _fmt(v) -> str:
-    """A number as stats.csv writes it."""
-    return f"{v:.10g}"
+def _prefix(fields: list) -> str:
+    """The leading fields of a stats.csv row, quoted as csv quotes them."""
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="").writerow(fields)
+    return buf.getvalue()
 
 
 def write_stats(sweep: Path, found: list[Group] | None = None) -> Path:
@@ -226,9 +169,10 @@ def write_stats(sweep: Path, found: list[Group] | None = None) -> Path:
         cols = {s: res[s].reshape(n_gen, n_met) for s in stats}
         head = [g.point, *(show(g.values[key]) for key in keys), *([g.variant or ""] if with_variant else [])]
         for m, name in enumerate(g.names):
-            for i, gen in enumerate(g.gens):
-                w.writerow([*head, name, int(gen), int(cols["n"][i, m]),
-                            *(_fmt(cols[s][i, m]) for s in stats[1:])])
+            # One %-format per row (numbers never need quoting): "%.10g" % v is f"{v:.10g}".
+            line = _prefix([*head, name]).replace("%", "%%") + ",%d,%d" + ",%.10g" * 6 + "\n"
+            table = np.column_stack([g.gens, *(cols[s][:, m] for s in stats)]).tolist()
+            buf.write("".join(line % tuple(row) for row in table))
     path = sweep / "stats.csv"
     atomic_write(path, buf.getvalue().encode(), durable=False)
     return path
