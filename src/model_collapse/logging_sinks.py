@@ -106,7 +106,7 @@ def from_commit(entries) -> list[Generation]:
 
 def from_run(run: Path, after: int) -> list[Generation]:
     """The committed generations of a run directory after generation `after` (for catching up)."""
-    from .plots.text import _committed_rows
+    from .plots.text import committed_rows
     gens: dict[int, Generation] = {}
     if (run / "metrics.csv").exists():
         cols, rows = read_metrics(run)
@@ -114,7 +114,7 @@ def from_run(run: Path, after: int) -> list[Generation]:
             keep = rows[rows[:, 0] > after]
             for g in np.unique(keep[:, 0]).astype(int):
                 gens[g] = Generation(int(g), cols[2:], keep[keep[:, 0] == g][:, 2:])
-    for step, texts in _texts(_committed_rows(run, "text_samples")).items():
+    for step, texts in _texts(committed_rows(run, "text_samples")).items():
         if step > after:
             gens.setdefault(step, Generation(step)).texts += texts
     return [gens[g] for g in sorted(gens)]

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from .errors import RunDirError
+from .errors import CollapseWarning, CorruptRunError, RunDirError
 from .store import read_metrics
 
 IMAGE_TYPES = {".png": "image/png", ".gif": "image/gif", ".svg": "image/svg+xml", ".jpg": "image/jpeg",
@@ -168,9 +168,10 @@ def _config(path: Path) -> dict:
 def _status(path: Path) -> dict:
     """status.json ({} when absent or unreadable)."""
     try:
-        return json.loads((path / "status.json").read_text())
+        doc = json.loads((path / "status.json").read_bytes())
     except (OSError, ValueError):
         return {}
+    return doc if isinstance(doc, dict) else {}   # a JSON list or number is as unreadable as garbage
 
 
 def _config_block(path: Path) -> str:
@@ -183,8 +184,8 @@ def _config_block(path: Path) -> str:
 
 def _trend(cols: list[str], rows: np.ndarray, name: str) -> str:
     """An inline SVG of a metric's median (line) and 5-95% band over chains against the generation."""
-    from .plots.runs import _bands
-    gens, med, lo, hi, _ = _bands(cols, rows, name)
+    from .plots.panels import bands
+    gens, med, lo, hi, _ = bands(cols, rows, name)
     ok = np.isfinite(med)
     if ok.sum() < 2:
         return ""
@@ -215,6 +216,10 @@ def _metric_table(run: Path) -> str:
     from .store import read_metrics
     try:
         cols, rows = read_metrics(run)
+    except CorruptRunError as e:   # a report never fails on one run: the damage is shown, and named on stderr
+        import warnings
+        warnings.warn(str(e), CollapseWarning, stacklevel=2)
+        return f'<p class="meta">{escape(str(e))}</p>'
     except RunDirError:
         return '<p class="meta">No metrics.csv yet.</p>'
     gens, table = summary(run, (cols, rows))
@@ -239,8 +244,8 @@ def _grids(run: Path) -> str:
 
 def _samples(run: Path) -> str:
     """The stored sample texts (RUN/text_samples.csv) of the first, a middle and the last generation."""
-    from .plots.text import _committed_rows
-    rows = _committed_rows(run, "text_samples")
+    from .plots.text import committed_rows
+    rows = committed_rows(run, "text_samples")
     if not rows:
         return ""
     gens = sorted({int(r["generation"]) for r in rows})

@@ -12,10 +12,9 @@ import yaml
 
 from ..store import read_metrics
 from .canvas import save
-from .panels import HISTOGRAM, SKIP, bands, grid, panel
+from .panels import HISTOGRAM, SKIP, grid, panel
 
 __all__ = ["HISTOGRAM", "SKIP", "load", "plot_images", "plot_metrics", "plot_run"]
-_bands = bands   # the old name, until html.py imports plots.panels.bands
 
 
 def load(run: Path, cache: dict | None = None):

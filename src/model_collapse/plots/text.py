@@ -42,7 +42,6 @@ def committed_rows(run: Path, table: str) -> list[dict]:
     return list(csv.DictReader(io.StringIO(data.decode())))
 
 
-_committed_rows = committed_rows   # the old name, until html.py and logging_sinks.py use committed_rows
 
 
 def plot_ppl_hist(run: Path, out: Path) -> Path | None:
