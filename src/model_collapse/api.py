@@ -165,13 +165,15 @@ class Run:
 
 
 def sweep(recipe, out: str | Path | None = None, grid: dict | list[str] | None = None, seeds: int | None = None,
-          overrides=None, *, executor: str = "local", workers: int | None = None, figures: list[str] = (),
-          run_figures: bool = False, sweep_figure: bool = True, overwrite: bool = False, progress: bool = False,
+          overrides=None, *, executor: str = "local", workers: int | None = None, panels: list[str] = (),
+          figures: bool = True, run_figures: bool = False, overwrite: bool = False, progress: bool = False,
           **options) -> "Sweep":
     """Run (or resume) a sweep of a recipe or sweep spec over a grid x seeds; returns its Sweep.
 
     grid: {"regime.n": [10, 20, 50]} (a product over keys) or CLI strings ["regime.n=10,20,50"];
-    overrides apply to every run; options go to the executor (address, partition, time, mem, cluster).
+    overrides apply to every run; panels: figures/sweep.png's panels (`var@100`, `var<0.5`); figures=False
+    draws no figure (stats.csv is still written); run_figures draws each run's own figures too;
+    options go to the executor (address, partition, time, mem, cluster).
     Rerunning the same call resumes: complete runs are skipped, interrupted ones resumed, failed ones
     retried once."""
     from .config import parse_overrides
@@ -179,7 +181,7 @@ def sweep(recipe, out: str | Path | None = None, grid: dict | list[str] | None =
     from .sweep.figures import parse_panel
     from .sweep.spec import load_spec, make_axis, merge_axes
     strings = list(grid) if isinstance(grid, (list, tuple)) else []
-    spec = load_spec(str(recipe), [], strings, seeds, list(figures))
+    spec = load_spec(str(recipe), [], strings, seeds, list(panels))
     if isinstance(grid, dict):
         spec.axes = merge_axes(spec.axes, [make_axis(k, v) for k, v in grid.items()])
     items = list(overrides.items()) if isinstance(overrides, dict) else parse_overrides(list(overrides or []))
@@ -190,7 +192,7 @@ def sweep(recipe, out: str | Path | None = None, grid: dict | list[str] | None =
     if workers is not None and workers < 1:
         raise ConfigError(f"workers must be >= 1 (got {workers})")
     counts = run_sweep(spec, Path(out) if out else None, executor, {"workers": workers, **options}, overwrite,
-                       run_figures, progress=progress, stats=sweep_figure)
+                       run_figures, progress=progress, figures=figures)
     result = Sweep(counts["out"])
     result.counts = counts
     return result
