@@ -203,7 +203,13 @@ def parse_overrides(items: list[str]) -> list[tuple[str, Any]]:
         if "=" not in item:
             raise ConfigError(f"override '{item}' must look like key.sub=value")
         key, raw = item.split("=", 1)
-        out.append((key.strip(), yaml.safe_load(raw) if raw.strip() else ""))
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError as e:
+            problem = getattr(e, "problem", None) or "cannot be parsed"
+            raise ConfigError(f"override '{item}': the value is not valid YAML ({problem}); "
+                              "close its brackets or quote it") from None
+        out.append((key.strip(), value))
     return out
 
 
@@ -216,10 +222,16 @@ def load_raw(path: str | Path, overrides: list[str] = ()) -> dict:
             path = alt
         else:
             raise ConfigError(f"config file {path} not found (see `collapse list` for recipes)")
+    if path.is_dir():
+        raise ConfigError(f"config {path} is a directory; pass a YAML file or a recipe name (see `collapse list`)")
     try:
         raw = yaml.safe_load(path.read_text()) or {}
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"config file {path} cannot be read ({getattr(e, 'strerror', None) or e})") from None
     except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        raise ConfigError(f"{path}: not valid YAML{where} ({getattr(e, 'problem', None) or 'cannot be parsed'})") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of keys")
     for key, value in parse_overrides(list(overrides)):

@@ -113,8 +113,8 @@ def _check_unchanged(out: Path, top_text: str, runs: list) -> None:
                 diffs += differences(_stored_tree(vdir), yaml.safe_load(text), f"{name}: ")
     if diffs:
         raise RunDirError(f"{out} holds a different experiment; only `generations` may change on resume "
-                          "(and only grow):\n  " + "\n  ".join(diffs) +
-                          "\nrun the changed experiment into a new --out (or replace this one with --overwrite)")
+                          "(and only grow): run the changed experiment into a new --out (or replace this one "
+                          "with --overwrite). Changed:\n  " + "\n  ".join(diffs))
 
 
 def holds_run(out: Path) -> bool:
@@ -274,7 +274,9 @@ def _disk_error(out: Path, e: OSError, committed: bool) -> DiskFullError:
     if not committed:
         return DiskFullError(f"{e.strerror or e}{where}: nothing was kept; free some space and run the "
                              "command again")
-    last = RunStore(out).status().get("last_complete_generation")
+    from .store import checkpoint_paths
+    newest = checkpoint_paths(out)   # the file itself: status.json may be the write that failed
+    last = int(newest[0].stem.split("-")[1]) if newest else RunStore(out).status().get("last_complete_generation")
     at = f" (last checkpoint: generation {last})" if isinstance(last, int) and last >= 0 else ""
     return DiskFullError(f"{e.strerror or e}{where}: the run stopped{at} and its last checkpoint is intact; "
                          f"free some space, then `collapse resume {out}`")
@@ -324,10 +326,19 @@ class _nothing:
 def draw_figures(out: Path) -> list[Path]:
     """Draw a run's (or an experiment's) figures; a full disk is one clear error, the run stays complete."""
     from .plots import plot_run
+    out = Path(out)
+    runs = [out, *(p for p in out.iterdir() if (p / "metrics.csv").exists())] if out.is_dir() else []
+    for run in runs:
+        if (run / "metrics.csv").exists():
+            read_config(run)   # a missing or damaged config.yaml: one line naming it, before any drawing
+    new = [run / "figures" for run in runs if not (run / "figures").exists()]
     try:
         return plot_run(out)
-    except OSError as e:
-        if disk_full(e):
+    except BaseException as e:
+        for d in new:   # a failed plot leaves no empty figures/ behind
+            if d.is_dir() and not any(d.iterdir()):
+                d.rmdir()
+        if isinstance(e, OSError) and disk_full(e):
             raise DiskFullError(f"{e.strerror or e} while drawing the figures of {out}: the run itself is "
                                 f"complete and intact; free some space, then `collapse plot {out}`") from None
         raise

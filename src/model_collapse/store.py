@@ -395,7 +395,12 @@ def read_metrics(path: str | Path, table: str = "metrics") -> tuple[list[str], n
         found = find_checkpoint(csv.parent)
         if found is not None:
             lengths = json.loads(str(found[1]["__csv_bytes"]))
-            text = text.encode()[: lengths.get(csv.stem, 0)].decode()
+            text = text.encode()[: lengths.get(csv.stem, 0)].decode(errors="replace")
+        elif status:   # a run the store started, no checkpoint yet: rows flushed before it landed are not committed
+            text = ""
+    elif text and not text.endswith("\n"):   # every committed row ends in a newline
+        raise CorruptRunError(f"{csv} is damaged: its last line (line {text.count(chr(10)) + 1}) is cut short (a file "
+                              f"truncated or edited?); {_REDO.format(run=csv.parent)}")
     if not text.strip():
         return [], np.zeros((0, 0))  # nothing committed yet
     header, *lines = text.splitlines()

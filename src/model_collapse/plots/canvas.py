@@ -9,6 +9,7 @@ training a VAE.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import matplotlib
@@ -34,5 +35,12 @@ def save(fig: Figure, path: Path, tight: bool = False, top: float = 0.45, dpi: i
         w, h = fig.get_size_inches()
         fig.subplots_adjust(left=0.55 / w, right=1 - 0.15 / w, bottom=0.45 / h, top=1 - top / h,
                             wspace=0.32, hspace=0.5)
-    fig.savefig(path, dpi=dpi)
-    return Path(path)
+    path = Path(path) if Path(path).suffix else Path(f"{path}.png")   # as savefig names a bare path
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")   # a full disk never leaves half a PNG
+    try:
+        fig.savefig(tmp, dpi=dpi, format=path.suffix[1:].lower())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path

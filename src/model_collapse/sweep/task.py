@@ -14,6 +14,7 @@ import sys
 import time
 from pathlib import Path
 
+from ..errors import RunDirError
 from ..locks import exclusive
 
 THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "VECLIB_MAXIMUM_THREADS",
@@ -55,6 +56,8 @@ def _run_one(raw: dict, out: Path) -> dict:
         execute(raw, out, resume=True, progress=False, figures=False, echo=False)
     except KeyboardInterrupt:
         return {"status": "interrupted", "message": "interrupted"}
+    except RunDirError as e:   # refused before writing (locked by another process, damaged): its status is not ours
+        return {"status": "failed", "message": _message(e)}
     except Exception as e:  # noqa: BLE001 - a failed run is a result, not a crash of the sweep
         from ..store import RunStore
         return {"status": "failed", "message": RunStore(out).status().get("message") or _message(e)}
