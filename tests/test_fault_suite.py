@@ -228,8 +228,8 @@ CASES = [
     Case("checkpoints-corrupt-resume", ("resume", "{run}", "--quiet"), 1,
          ("no readable checkpoint", "checkpoint-000010.npz", "checkpoint-000011.npz", "Nothing was changed"),
          "checkpoints-corrupt", "run"),
-    Case("config-deleted-plot", ("plot", "{run}"), 2, ("no config.yaml",), "config-deleted", "run"),
-    Case("config-deleted-resume", ("resume", "{run}"), 2, ("no config.yaml",), "config-deleted", "run"),
+    Case("config-deleted-plot", ("plot", "{run}"), 1, ("config.yaml is missing", "restore it"), "config-deleted", "run"),
+    Case("config-deleted-resume", ("resume", "{run}"), 1, ("config.yaml is missing", "restore it"), "config-deleted", "run"),
     Case("config-bad-yaml-resume", ("resume", "{run}", "--quiet"), 1, ("config.yaml is not valid YAML (line",),
          "config-bad-yaml", "run"),
     Case("config-bad-yaml-plot", ("plot", "{run}"), 1, ("config.yaml is not valid YAML (line",),
@@ -242,14 +242,9 @@ CASES = [
          ("not valid YAML",)),
     Case("compare-nonexistent", ("compare", "{tmp}/nonexistent", "-o", "{tmp}/c.png"), 2,
          ("is neither a run directory",)),
-    pytest.param(Case("compare-o-unwritable", ("compare", "{run}", "-o", "{tmp}/afile/c.png"), 2,
-                      ("afile is not a writable directory",)),
-                 marks=pytest.mark.xfail(strict=True, reason="compare does not check its -o first (exit 1, "
-                                                             "'File exists')")),
-    pytest.param(Case("demo-out-unwritable", ("demo", "--out", "{tmp}/afile/demo", "--quick"), 2,
-                      ("cannot write",)),
-                 marks=pytest.mark.xfail(strict=True, reason="demo makes its --out itself (exit 1, "
-                                                             "'Not a directory')")),
+    Case("compare-o-unwritable", ("compare", "{run}", "-o", "{tmp}/afile/c.png"), 2,
+         ("afile is not a writable directory",)),
+    Case("demo-out-unwritable", ("demo", "--out", "{tmp}/afile/demo", "--quick"), 2, ("cannot write",)),
     # -- a garbage status.json: readers warn and work, resume rewrites it from the checkpoint
     *[c for kind in ("status-binary", "status-bad-json", "status-list") for c in (
         Case(f"{kind}-plot", ("plot", "{run}"), 0, ("status.json is unreadable",), kind, "results"),

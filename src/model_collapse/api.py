@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError, RunDirError
+from .errors import ConfigError, CorruptRunError, RunDirError
 
 __all__ = ["Run", "Sweep", "open_run", "open_sweep", "run", "sweep"]
 
@@ -77,6 +77,9 @@ def open_run(path: str | Path) -> "Run":
     if not path.is_dir():
         raise RunDirError(f"{path} is not a directory; pass a run directory (from `collapse run`)")
     if not (path / "config.yaml").exists():
+        if (path / "metrics.csv").exists() or any(path.glob("checkpoint-*.npz")):
+            raise CorruptRunError(f"{path / 'config.yaml'} is missing from a run directory; restore it (the "
+                                  "recipe resolved with the run's overrides), then run the command again")
         raise RunDirError(f"{path} is not a run directory (no config.yaml); start one with `collapse run`")
     return Run(path)
 

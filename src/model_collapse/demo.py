@@ -3,7 +3,6 @@ self-contained report.html of report.py."""
 
 from __future__ import annotations
 
-import shutil
 import time
 from pathlib import Path
 
@@ -52,7 +51,9 @@ def _section(name: str, out: Path, seconds: float) -> str:
 def demo(out: Path, quick: bool = False, recipes: list[str] | None = None) -> Path:
     """Run the demo recipes into out/, write out/REPORT.md and out/report.html; returns REPORT.md's path."""
     from .config import load_raw
+    from .report import check_target
     from .runner import execute
+    check_target(out / "report.html")   # a --out that cannot be written: one line before any run
     out.mkdir(parents=True, exist_ok=True)
     sections, done = [], {}   # done: recipe -> a note for the HTML report
     for name, small in DEMO:
@@ -61,9 +62,7 @@ def demo(out: Path, quick: bool = False, recipes: list[str] | None = None) -> Pa
         raw = load_raw(name, small if quick else [])
         t0 = time.perf_counter()
         run = out / name
-        if run.exists():
-            shutil.rmtree(run)
-        execute(raw, run, overwrite=True, progress=None)
+        execute(raw, run, overwrite=True, progress=None)   # overwrite under the run's lock
         sections.append(_section(name, run, time.perf_counter() - t0))
         done[name] = f"ran in {time.perf_counter() - t0:.0f} s (collapse demo{' --quick' if quick else ''})"
         print(f"{name}: done in {time.perf_counter() - t0:.0f} s -> {run}")

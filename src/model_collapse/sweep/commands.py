@@ -69,7 +69,9 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 def cmd_compare(args: argparse.Namespace) -> int:
     """collapse compare RUN|SWEEP ... [--metric m] -o compare.png"""
+    from ..report import check_target
     from .figures import compare
+    check_target(Path(args.out))
     print(compare([Path(p) for p in args.paths], Path(args.out), args.metric))
     return 0
 

@@ -35,9 +35,10 @@ def run_status(task) -> str:
     docs = []
     for d in ([out / n for n in names] if names else [out]):
         try:
-            docs.append(json.loads((d / "status.json").read_text()).get("status", ""))
+            doc = json.loads((d / "status.json").read_text())
         except (OSError, ValueError):
-            docs.append("")
+            doc = {}
+        docs.append(doc.get("status", "") if isinstance(doc, dict) else "")
     if all(s == "complete" for s in docs):
         return "complete"
     return next((s for s in docs if s in ("failed", "interrupted", "running")), "pending")
