@@ -2,22 +2,17 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
-from model_collapse.config import dump, validate
-from model_collapse.loop import run_generations
-from model_collapse.store import RunStore, read_metrics
+import model_collapse
 
 
 def run_experiment(path, raw: dict):
-    """Validate and run raw into path; returns {column: (G, S) array}."""
-    exp = validate(raw)
-    store = RunStore.create(path, dump(exp), overwrite=True)
-    run_generations(exp, store, progress=False)
-    cols, rows = read_metrics(path)
-    g = exp.generations if exp.record_every == 1 else len(np.unique(rows[:, 0]))
-    return {c: rows[:, i].reshape(g, exp.chains) for i, c in enumerate(cols)}
+    """Run raw into path through the Python API (no figures); returns {column: (G, S) float array}."""
+    run = model_collapse.run(raw, out=path, figures=False)
+    df = run.metrics()
+    g = df["generation"].nunique()   # fewer than `generations` when record_every > 1
+    return {c: df[c].to_numpy(dtype=float).reshape(g, run.config["chains"]) for c in df.columns}
 
 
 @pytest.fixture

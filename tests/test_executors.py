@@ -10,14 +10,14 @@ from pathlib import Path
 import pytest
 import yaml
 
-from model_collapse.cli import main
+from model_collapse.api import sweep
 from model_collapse.errors import ConfigError
 from model_collapse.sweep.executors import EXECUTORS, get_executor
 from model_collapse.sweep.slurm_exec import gigabytes, minutes
 
 TINY = {"name": "tiny", "chains": 3, "generations": 6, "reference_n": 200, "source": {"kind": "gaussian"},
         "model": {"kind": "gaussian"}, "regime": {"kind": "replace", "n": 20}, "metrics": ["params"]}
-GRID = ["--grid", "regime.n=10,20", "--seeds", "2"]
+GRID = {"grid": {"regime.n": [10, 20]}, "seeds": 2}
 
 
 def write(tmp_path: Path, raw: dict) -> Path:
@@ -41,11 +41,18 @@ def same_runs(a: Path, b: Path) -> None:
         assert (a / r["run_dir"] / "metrics.csv").read_bytes() == (b / r["run_dir"] / "metrics.csv").read_bytes()
 
 
+def swept(cfg: Path, out: Path, **options) -> None:
+    """The grid through the Python API's sweep; every run completes (the CLI's exit 0)."""
+    counts = sweep(cfg, out=out, **GRID, **options).counts
+    assert counts["complete"] == counts["total"] == 4 and not counts["failed"] and not counts["interrupted"], counts
+    assert counts["out"] == out
+
+
 @pytest.fixture
 def local_sweep(tmp_path):
     """The reference: the grid through the local executor."""
     cfg, out = write(tmp_path, TINY), tmp_path / "local"
-    assert main(["sweep", str(cfg), *GRID, "--out", str(out), "--quiet"]) == 0
+    swept(cfg, out)
     return cfg, out
 
 
@@ -72,20 +79,18 @@ def test_slurm_options_parse():
 
 @pytest.mark.skipif(importlib.util.find_spec("submitit") is None,
                     reason="submitit is not installed (pip install 'model-collapse[slurm]')")
-def test_slurm_executor_through_submitit_local(tmp_path, local_sweep, capsys):
+def test_slurm_executor_through_submitit_local(tmp_path, local_sweep):
     """The slurm path (submitit jobs, polled) run by submitit's local executor gives the same runs;
     without a Slurm cluster the plain slurm executor says what to do instead."""
     cfg, ref = local_sweep
     out = tmp_path / "slurm"
-    assert main(["sweep", str(cfg), *GRID, "--executor", "slurm", "--slurm-cluster", "local", "--workers", "2",
-                 "--time", "10", "--mem", "1G", "--out", str(out), "--quiet"]) == 0
+    swept(cfg, out, executor="slurm", cluster="local", workers=2, time="10", mem="1G")
     same_runs(out, ref)
     assert list((out / ".submitit").glob("*/*_result.pkl"))   # the jobs really went through submitit
     import submitit
     if submitit.SlurmExecutor.affinity() <= 0:
-        capsys.readouterr()
-        assert main(["sweep", str(cfg), *GRID, "--executor", "slurm", "--out", str(tmp_path / "x"), "--quiet"]) == 2
-        assert "no Slurm cluster found" in capsys.readouterr().err
+        with pytest.raises(ConfigError, match="no Slurm cluster found"):   # the CLI's exit 2
+            sweep(cfg, out=tmp_path / "x", **GRID, executor="slurm")
         assert not (tmp_path / "x").exists()
 
 
@@ -95,7 +100,7 @@ def test_ray_executor_on_a_real_local_cluster(tmp_path, local_sweep):
     """Ray tasks on a real local cluster (2 CPUs) write the same run stores as the local executor."""
     cfg, ref = local_sweep
     out = tmp_path / "ray"
-    assert main(["sweep", str(cfg), *GRID, "--executor", "ray", "--workers", "2", "--out", str(out), "--quiet"]) == 0
+    swept(cfg, out, executor="ray", workers=2)
     same_runs(out, ref)
     import ray
     assert not ray.is_initialized()   # the cluster started for the sweep was shut down

@@ -1,6 +1,7 @@
 """The synthetic-data filters: each does what it says on hand-built inputs, validation names
 what a filter needs, a starving filter stops the run clearly, a stateful filter resumes exactly."""
 
+import json
 import os
 import signal
 import subprocess
@@ -12,10 +13,10 @@ import numpy as np
 import pytest
 import yaml
 
+import model_collapse
 from model_collapse import contracts
-from model_collapse.cli import main
 from model_collapse.config import dump, validate
-from model_collapse.errors import ConfigError
+from model_collapse.errors import ConfigError, FilterError
 from model_collapse.filters import dedupe as dedupe_mod
 from model_collapse.filters.basic import RandomFilterConfig
 from model_collapse.filters.classifier import ConfidenceFilterConfig, VerifierFilterConfig
@@ -316,16 +317,18 @@ def test_verifier_raises_sample_quality_and_matched_random_selection_does_not(ru
 # -- the run: starving, resuming ------------------------------------------------------------
 
 
-def test_a_filter_that_cannot_fill_a_generation_stops_with_its_acceptance_rate(tmp_path, capsys):
-    """dedupe with an eps wider than the data keeps one sample per chain and generation: exit 1."""
+def test_a_filter_that_cannot_fill_a_generation_stops_with_its_acceptance_rate(tmp_path):
+    """dedupe with an eps wider than the data keeps one sample per chain and generation: FilterError
+    (the CLI's exit 1) in generation 0, so nothing was committed and the run directory goes again."""
     cfg = tmp_path / "f.yaml"
     cfg.write_text(yaml.safe_dump({**GAUSS, "filter": {"kind": "dedupe", "eps": 1e6, "max_rounds": 3}}))
-    assert main(["run", str(cfg), "--out", str(tmp_path / "r"), "--quiet"]) == 1
-    err = capsys.readouterr().err
-    assert "filter dedupe accepted too few samples" in err and "after 3 rounds" in err
+    with pytest.raises(FilterError, match="filter dedupe accepted too few samples") as caught:
+        model_collapse.run(cfg, out=tmp_path / "r", figures=False)
+    err = str(caught.value)
+    assert "after 3 rounds" in err
     rate = float(err.split("acceptance rate ")[1].split(")")[0])
     assert 0 < rate < 0.01   # 1 kept of at least 200 drawn
-    assert yaml.safe_load((tmp_path / "r" / "status.json").read_text())["status"] == "failed"
+    assert json.loads((tmp_path / "r" / "status.json").read_text())["status"] == "failed"   # the record is kept
 
 
 GEN0 = {**GAUSS, "name": "gen0", "chains": 20, "generations": 120, "checkpoint_seconds": 0,
@@ -346,14 +349,13 @@ def test_gen0_state_makes_a_resumed_run_exact_and_is_needed(tmp_path, monkeypatc
     ref = straight(tmp_path / "ref", raw)
     cfg = tmp_path / "g.yaml"
     cfg.write_text(yaml.safe_dump({**raw, "generations": 6}))
-    assert main(["run", str(cfg), "--out", str(tmp_path / "a"), "--quiet"]) == 0
-    assert main(["resume", str(tmp_path / "a"), "generations=12", "--quiet"]) == 0
-    assert (tmp_path / "a" / "metrics.csv").read_bytes() == ref
+    a = model_collapse.run(cfg, out=tmp_path / "a", figures=False)
+    assert a.status == "complete" and a.resume(generations=12, figures=False) is a
+    assert a.status == "complete" and (tmp_path / "a" / "metrics.csv").read_bytes() == ref
     from model_collapse.filters.likelihood import LikelihoodFilter
     monkeypatch.setattr(LikelihoodFilter, "state_dict", lambda self: {})
-    assert main(["run", str(cfg), "--out", str(tmp_path / "b"), "--quiet"]) == 0
-    assert main(["resume", str(tmp_path / "b"), "generations=12", "--quiet"]) == 0
-    assert (tmp_path / "b" / "metrics.csv").read_bytes() != ref
+    b = model_collapse.run(cfg, out=tmp_path / "b", figures=False).resume(generations=12, figures=False)
+    assert b.status == "complete" and (tmp_path / "b" / "metrics.csv").read_bytes() != ref
 
 
 def test_kill_minus_nine_then_resume_gives_the_uninterrupted_numbers(tmp_path):

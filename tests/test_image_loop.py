@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from model_collapse.cli import main
+import model_collapse as mc
 
 TINY = {"chains": 1, "generations": 4, "source": {"kind": "digits"},
         "model": {"kind": "vae", "hidden": [64], "latent": 4, "max_epochs": 25, "min_epochs": 3, "batch": 64,
@@ -21,17 +21,12 @@ def cache(tmp_path_factory):
 
 
 def run(tmp_path, monkeypatch, cache, name, **change):
-    """Run TINY (with changes) through the CLI; returns the run dir and its metric columns."""
-    import yaml
+    """Run TINY (with changes) through the Python API; returns the run dir and its metric columns."""
     monkeypatch.setenv("MODEL_COLLAPSE_CACHE", str(cache))
-    raw = {**TINY, **change}
-    cfg = tmp_path / f"{name}.yaml"
-    cfg.write_text(yaml.safe_dump(raw))
-    out = tmp_path / name
-    assert main(["run", str(cfg), "--out", str(out), "--quiet"]) == 0
-    from model_collapse.store import read_metrics
-    cols, rows = read_metrics(out)
-    return out, {c: rows[:, i] for i, c in enumerate(cols)}
+    done = mc.run({**TINY, "name": name, **change}, out=tmp_path / name)
+    assert done.status == "complete"
+    df = done.metrics()
+    return done.path, {c: df[c].to_numpy(dtype=float) for c in df.columns}
 
 
 def test_replace_collapses_accumulate_does_not(tmp_path, monkeypatch, cache):

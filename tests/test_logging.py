@@ -14,8 +14,8 @@ import pytest
 import yaml
 from PIL import Image
 
-from model_collapse.cli import main
-from model_collapse.errors import CollapseWarning
+import model_collapse as mc
+from model_collapse.errors import CollapseError, CollapseWarning
 from model_collapse.store import read_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -61,8 +61,8 @@ def test_tensorboard_scalars_once_across_resume(tmp_path):
     """Medians, bands and means per generation; a resumed (extended) run adds only new generations."""
     need("tensorboard", "tensorboard")
     out = tmp_path / "run"
-    assert main(["run", config(tmp_path, GAUSS), "--out", str(out), "--quiet", "--log", "tensorboard"]) == 0
-    assert main(["resume", str(out), "generations=5", "--quiet", "--log", "tensorboard"]) == 0
+    done = mc.run(config(tmp_path, GAUSS), out=out, figures=False, log=["tensorboard"])
+    assert done.resume(generations=5, figures=False, log=["tensorboard"]).status == "complete"
     acc = events(out / "tensorboard")
     tags = acc.Tags()["scalars"]
     assert {"var/median", "var/p05", "var/p95", "var/mean", "kl/median"} <= set(tags)
@@ -93,17 +93,18 @@ def test_tensorboard_failure_then_catch_up(tmp_path, monkeypatch):
 
     monkeypatch.setattr(logging_sinks.TensorBoardSink, "write", flaky)
     out = tmp_path / "ngram"
-    args = [str(ROOT / "configs" / "tails-ngram.yaml"), "generations=4", "chains=2", "checkpoint_seconds=0"]
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        assert main(["run", *args, "--out", str(out), "--quiet", "--log", "tensorboard"]) == 0
+        done = mc.run(ROOT / "configs" / "tails-ngram.yaml", out=out, figures=False, log=["tensorboard"],
+                      generations=4, chains=2, checkpoint_seconds=0)
+    assert done.status == "complete"
     said = [str(w.message) for w in caught if issubclass(w.category, CollapseWarning)]
     assert any("--log tensorboard stopped at generation 1" in m and f"collapse resume {out} --log tensorboard" in m
                for m in said), said
     for variant in ("replace", "accumulate"):
         assert json.loads((out / variant / "tensorboard" / "logged.json").read_text())["generation"] == 0
     monkeypatch.setattr(logging_sinks.TensorBoardSink, "write", real_write)
-    assert main(["resume", str(out), "--quiet", "--log", "tensorboard"]) == 0   # complete: catch up only
+    assert done.resume(figures=False, log=["tensorboard"]).status == "complete"   # complete: catch up only
     for variant in ("replace", "accumulate"):
         acc = events(out / variant / "tensorboard")
         assert [e.step for e in acc.Scalars("vocab_survival/median")] == [0, 1, 2, 3]
@@ -119,7 +120,7 @@ def test_tensorboard_sample_images(tmp_path):
     """An image run logs chain 0's sample grid at every generation that stored one, as a decodable PNG."""
     need("tensorboard", "tensorboard")
     out = tmp_path / "vae"
-    assert main(["run", config(tmp_path, TINY_VAE), "--out", str(out), "--quiet", "--log", "tensorboard"]) == 0
+    assert mc.run(config(tmp_path, TINY_VAE), out=out, figures=False, log=["tensorboard"]).status == "complete"
     acc = events(out / "tensorboard")
     images = acc.Images("samples")
     assert [i.step for i in images] == [0, 1]
@@ -138,8 +139,8 @@ def test_mlflow_params_metrics_and_resume(tmp_path):
     from mlflow.tracking import MlflowClient
     out = tmp_path / "run"
     raw = {**GAUSS, "variants": {"mle": {"model.ddof": 0}, "unbiased": {"model.ddof": 1}}}
-    assert main(["run", config(tmp_path, raw), "--out", str(out), "--quiet", "--log", "mlflow"]) == 0
-    assert main(["resume", str(out), "generations=5", "--quiet", "--log", "mlflow"]) == 0
+    done = mc.run(config(tmp_path, raw), out=out, figures=False, log=["mlflow"])
+    assert done.resume(generations=5, figures=False, log=["mlflow"]).status == "complete"
     assert (out / "mlflow.db").exists() and not (Path.cwd() / "mlruns").exists()
     client = MlflowClient(f"sqlite:///{out / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("gauss-log")
@@ -160,12 +161,13 @@ def test_mlflow_params_metrics_and_resume(tmp_path):
     assert os.environ.get("MLFLOW_DISABLE_TELEMETRY") == "true"
 
 
-def test_missing_tracker_is_refused_before_anything_is_written(tmp_path, capsys, monkeypatch):
-    """--log for a tracker whose package is absent: exit 2 with the pip command, no run directory."""
+def test_missing_tracker_is_refused_before_anything_is_written(tmp_path, monkeypatch):
+    """log= a tracker whose package is absent: an error (the CLI's exit 2) with the pip command, no run
+    directory."""
     from model_collapse import logging_sinks
     monkeypatch.setitem(logging_sinks.INSTALL, "mlflow",
                         ("no_such_module_here", "pip install 'model-collapse[mlflow]'"))
     out = tmp_path / "run"
-    assert main(["run", config(tmp_path, GAUSS), "--out", str(out), "--quiet", "--log", "mlflow"]) == 2
-    assert "pip install 'model-collapse[mlflow]'" in capsys.readouterr().err
+    with pytest.raises(CollapseError, match=r"pip install 'model-collapse\[mlflow\]'"):
+        mc.run(config(tmp_path, GAUSS), out=out, figures=False, log=["mlflow"])
     assert not out.exists()

@@ -15,10 +15,11 @@ import pytest
 import yaml
 from PIL import Image
 
+import model_collapse as mc
+from model_collapse.api import Run
 from model_collapse.cli import main
+from model_collapse.errors import RunDirError
 
-ROOT = Path(__file__).resolve().parents[1]
-CONFIGS = ROOT / "configs"
 TINY_VAE = {"name": "tiny-vae", "description": "a tiny VAE on 8x8 digits", "chains": 1, "generations": 2,
             "source": {"kind": "digits"},
             "model": {"kind": "vae", "hidden": [32], "latent": 4, "max_epochs": 2, "min_epochs": 1, "batch": 64,
@@ -60,16 +61,16 @@ def runs(tmp_path_factory):
     base = tmp_path_factory.mktemp("runs")
     cfg = base / "vae.yaml"
     cfg.write_text(yaml.safe_dump(TINY_VAE))
-    commands = {
-        "gauss": [str(CONFIGS / "gaussian-85-20.yaml"), "generations=6", "chains=20"],
-        "ngram": [str(CONFIGS / "tails-ngram.yaml"), "generations=3", "chains=2"],
-        "vae": [str(cfg)],
+    recipes = {
+        "gauss": ("gaussian-85-20", {"generations": 6, "chains": 20}),
+        "ngram": ("tails-ngram", {"generations": 3, "chains": 2}),
+        "vae": (cfg, {}),
     }
     for point, n, seed in [("p0", 50, 0), ("p0", 50, 1), ("p1", 200, 0)]:   # the layout of `collapse sweep`
-        commands[f"sweep/{point}/seed-{seed}"] = [str(CONFIGS / "gaussian-replace.yaml"), "generations=3", "chains=5",
-                                                  f"regime.n={n}", f"seed={seed}"]
-    for out, args in commands.items():
-        assert main(["run", *args, "--out", str(base / out), "--quiet"]) == 0, out
+        recipes[f"sweep/{point}/seed-{seed}"] = ("gaussian-replace",
+                                                 {"generations": 3, "chains": 5, "regime.n": n, "seed": seed})
+    for out, (recipe, overrides) in recipes.items():
+        assert mc.run(recipe, out=base / out, overrides=overrides).status == "complete", out
     (base / "sweep" / "sweep.csv").write_text("point,regime.n,seed,status,run_dir\np0,50,0,complete,p0/seed-0\n"
                                               "p0,50,1,complete,p0/seed-1\np1,200,0,complete,p1/seed-0\n")
     (base / "sweep" / "figures").mkdir()
@@ -79,7 +80,7 @@ def runs(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def report(runs):
-    """The report of every run above, written through the CLI."""
+    """The report of every run above, written through the CLI (the API reports one run or sweep at a time)."""
     out = runs / "report.html"
     args = [str(runs / p) for p in ("gauss", "ngram", "vae", "sweep")]
     assert main(["report", *args, "-o", str(out)]) == 0
@@ -163,19 +164,21 @@ def test_plot_draws_missing_figures(runs, tmp_path):
     run = tmp_path / "seed-0"
     shutil.copytree(runs / "sweep" / "p1" / "seed-0", run)
     shutil.rmtree(run / "figures")
-    assert main(["report", str(run), "-o", str(tmp_path / "a.html")]) == 0
-    assert "No figures in this run directory" in (tmp_path / "a.html").read_text()
-    assert main(["report", str(run), "--plot", "-o", str(tmp_path / "b.html")]) == 0
+    stored = mc.open_run(run)
+    assert stored.report(tmp_path / "a.html") == tmp_path / "a.html"
+    assert "No figures in this run directory" in (tmp_path / "a.html").read_text() and not stored.figures
+    assert stored.report(tmp_path / "b.html", plot=True) == tmp_path / "b.html"
     assert (run / "figures" / "metrics.png").exists()
     assert (tmp_path / "b.html").read_text().count("<img") == len(list((run / "figures").glob("*.png"))) >= 1
 
 
-def test_report_refuses_what_is_not_a_run(tmp_path, capsys):
-    """A missing path or a folder without runs: one message, exit 2, nothing written."""
+def test_report_refuses_what_is_not_a_run(tmp_path):
+    """A missing path or a folder without runs: one RunDirError (the CLI's exit 2), nothing written."""
     (tmp_path / "empty").mkdir()
-    for arg, needle in [("nope", "is not a directory"), ("empty", "holds no run directory")]:
-        assert main(["report", str(tmp_path / arg), "-o", str(tmp_path / "r.html")]) == 2
-        assert needle in capsys.readouterr().err
+    with pytest.raises(RunDirError, match="is not a directory"):
+        mc.open_run(tmp_path / "nope").report(tmp_path / "r.html")
+    with pytest.raises(RunDirError, match="holds no run directory"):
+        Run(tmp_path / "empty").report(tmp_path / "r.html")
     assert not (tmp_path / "r.html").exists()
 
 

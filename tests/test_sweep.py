@@ -18,8 +18,10 @@ import numpy as np
 import pytest
 import yaml
 
+import model_collapse as mc
+from model_collapse.api import Sweep, sweep
 from model_collapse.cli import main
-from model_collapse.errors import ConfigError
+from model_collapse.errors import ConfigError, RunDirError
 from model_collapse.store import read_metrics
 from model_collapse.sweep.progress import Progress
 from model_collapse.sweep.spec import SPECS, load_spec, parse_grid, plan, point_id, split_values
@@ -40,9 +42,11 @@ def write(tmp_path: Path, raw: dict, name: str = "exp") -> Path:
     return p
 
 
-def sweep(cfg: Path, out: Path, *args: str) -> int:
-    """`collapse sweep` in process (quiet)."""
-    return main(["sweep", str(cfg), *args, "--out", str(out), "--quiet"])
+def all_complete(sw: Sweep) -> Sweep:
+    """A sweep whose every run finished (the CLI's exit 0)."""
+    c = sw.counts
+    assert c["complete"] == c["total"] > 0 and not c["failed"] and not c["interrupted"], c
+    return sw
 
 
 def index(out: Path) -> list[dict]:
@@ -110,14 +114,14 @@ def test_point_ids_are_readable_and_distinct():
     assert a != b and "/" not in a and " " not in a
 
 
-def test_bad_grid_rejected_before_anything_runs(tmp_path, capsys):
-    """Unknown keys and bad values anywhere in the grid reject the whole sweep (exit 2), each error
-    once with the points it concerns, and nothing is written."""
+def test_bad_grid_rejected_before_anything_runs(tmp_path):
+    """Unknown keys and bad values anywhere in the grid reject the whole sweep (ConfigError: the CLI's
+    exit 2), each error once with the points it concerns, and nothing is written."""
     out = tmp_path / "sweep"
-    code = sweep(write(tmp_path, TINY), out, "--grid", "regime.n=10,-1", "--grid", "bogus.key=1,2", "--seeds", "2")
-    err = capsys.readouterr().err
-    assert code == 2
-    assert "every run: bogus: Extra inputs are not permitted" in err
+    with pytest.raises(ConfigError, match="every run: bogus: Extra inputs are not permitted") as caught:
+        sweep(write(tmp_path, TINY), out, grid=["regime.n=10,-1", "bogus.key=1,2"], seeds=2)
+    err = str(caught.value)
+    assert err.count("Extra inputs are not permitted") == 1 and err.count("Input should be greater than 0") == 1
     assert "regime.n=-1,bogus.key=1; regime.n=-1,bogus.key=2: regime.n: Input should be greater than 0" in err
     assert not out.exists()
 
@@ -125,7 +129,8 @@ def test_bad_grid_rejected_before_anything_runs(tmp_path, capsys):
 def test_sweep_writes_one_run_store_per_point_and_seed(tmp_path):
     """Each point x seed is a `collapse run` store with the same numbers as `collapse run` gives."""
     cfg, out = write(tmp_path, TINY), tmp_path / "sweep"
-    assert sweep(cfg, out, "--grid", "regime.n=10,20", "--seeds", "2", "--workers", "2") == 0
+    sw = all_complete(sweep(cfg, out, grid={"regime.n": [10, 20]}, seeds=2, workers=2))
+    assert sw.counts["total"] == 4 and sw.path == out
     rows = index(out)
     assert [(r["point"], r["regime.n"], r["seed"], r["status"]) for r in rows] == [
         ("regime.n=10", "10", "0", "complete"), ("regime.n=10", "10", "1", "complete"),
@@ -134,25 +139,26 @@ def test_sweep_writes_one_run_store_per_point_and_seed(tmp_path):
     run = out / rows[3]["run_dir"]
     cfg_run = yaml.safe_load((run / "config.yaml").read_text())
     assert cfg_run["seed"] == 1 and cfg_run["regime"]["n"] == 20 and status(run)["status"] == "complete"
-    alone = tmp_path / "alone"
-    assert main(["run", str(cfg), "seed=1", "regime.n=20", "--out", str(alone), "--quiet"]) == 0
-    assert (run / "metrics.csv").read_bytes() == (alone / "metrics.csv").read_bytes()
+    assert [r.path for r in sw.runs()] == [out / r["run_dir"] for r in rows] and sw.runs()[3].config == cfg_run
+    alone = mc.run(cfg, out=tmp_path / "alone", figures=False, seed=1, regime__n=20)
+    assert (run / "metrics.csv").read_bytes() == (alone.path / "metrics.csv").read_bytes()
     assert (out / "stats.csv").exists() and (out / "figures" / "sweep.png").read_bytes()[:4] == b"\x89PNG"
 
 
-def test_rerun_skips_complete_and_retries_failed(tmp_path, capsys):
+def test_rerun_skips_complete_and_retries_failed(tmp_path):
     """A failed point does not stop the others and is recorded with its message; rerunning skips
     complete runs (untouched) and tries the failed one once more."""
     cfg, out = write(tmp_path, TINY), tmp_path / "sweep"
-    args = ("--grid", "model.temperature=1,1e200", "--seeds", "2")
-    assert sweep(cfg, out, *args) == 1
-    assert "2 run(s) failed" in capsys.readouterr().err
+    args = {"grid": ["model.temperature=1,1e200"], "seeds": 2}
+    first = sweep(cfg, out, **args).counts   # a failed run is counted, not raised (the CLI's exit 1)
+    assert (first["failed"], first["complete"], first["skipped"]) == (2, 2, 0), first
     rows = {r["run_dir"]: r for r in index(out)}
     good, bad = "model.temperature=1/seed-0", "model.temperature=1e200/seed-0"
     assert rows[good]["status"] == "complete" and rows[good]["message"] == ""
     assert rows[bad]["status"] == "failed" and "non-finite values in var" in rows[bad]["message"]
     before = {p: (sha(p), p.stat().st_mtime_ns) for p in (out / good).iterdir() if p.is_file()}
-    assert sweep(cfg, out, *args) == 1
+    again = sweep(cfg, out, **args).counts
+    assert (again["failed"], again["complete"], again["skipped"]) == (2, 2, 2), again
     assert {p: (sha(p), p.stat().st_mtime_ns) for p in (out / good).iterdir() if p.is_file()} == before
     log = [json.loads(line) for line in (out / "sweep.log").read_text().splitlines()]
     attempts = [e["run"] for e in log if e["event"] == "run"]
@@ -160,26 +166,29 @@ def test_rerun_skips_complete_and_retries_failed(tmp_path, capsys):
     assert attempts.count(bad) == 2 and attempts.count(good) == 1
 
 
-def test_changed_experiment_refused(tmp_path, capsys):
-    """Rerunning into a sweep directory with different settings lists the differences (exit 2)."""
+def test_changed_experiment_refused(tmp_path):
+    """Rerunning into a sweep directory with different settings lists the differences (RunDirError:
+    the CLI's exit 2); overwrite=True replaces it."""
     cfg, out = write(tmp_path, TINY), tmp_path / "sweep"
-    assert sweep(cfg, out, "--grid", "regime.n=10,20") == 0
-    capsys.readouterr()
-    assert sweep(cfg, out, "chains=4", "--grid", "regime.n=10,20") == 2
-    err = capsys.readouterr().err
-    assert "different experiment" in err and "chains: 3 -> 4" in err and "--overwrite" in err
-    assert sweep(cfg, out, "chains=4", "--grid", "regime.n=10,20", "--overwrite") == 0
+    all_complete(sweep(cfg, out, grid=["regime.n=10,20"]))
+    before = (out / "sweep.csv").read_bytes()
+    with pytest.raises(RunDirError, match="different experiment") as caught:
+        sweep(cfg, out, grid=["regime.n=10,20"], overrides={"chains": 4})
+    assert "chains: 3 -> 4" in str(caught.value) and "--overwrite" in str(caught.value)
+    assert (out / "sweep.csv").read_bytes() == before
+    sw = all_complete(sweep(cfg, out, grid=["regime.n=10,20"], overrides={"chains": 4}, overwrite=True))
+    assert sw.counts["skipped"] == 0 and all(r.config["chains"] == 4 for r in sw.runs())
 
 
 def test_variants_run_inside_each_seed(tmp_path):
     """As `collapse run` does: each variant is a sub-run; statistics are kept per variant."""
     raw = {**TINY, "variants": {"mle": {"model.ddof": 0}, "unbiased": {"model.ddof": 1}}}
     out = tmp_path / "sweep"
-    assert sweep(write(tmp_path, raw), out, "--grid", "regime.n=10,20") == 0
+    sw = all_complete(sweep(write(tmp_path, raw), out, grid={"regime.n": [10, 20]}))
     run = out / "regime.n=10" / "seed-0"
     assert (run / "config.yaml").exists() and status(run / "mle")["status"] == "complete"
-    stats = list(csv.DictReader(open(out / "stats.csv")))
-    assert {r["variant"] for r in stats} == {"mle", "unbiased"}
+    assert sw.runs()[0].path == run and sorted(sw.runs()[0].variants) == ["mle", "unbiased"]
+    assert set(sw.stats()["variant"]) == {"mle", "unbiased"}
 
 
 def test_a_sweep_spec_file_runs_as_a_recipe(tmp_path, monkeypatch):
@@ -192,8 +201,9 @@ def test_a_sweep_spec_file_runs_as_a_recipe(tmp_path, monkeypatch):
     path = tmp_path / "specs" / "mini.yaml"
     path.write_text(yaml.safe_dump({**spec, "recipe": "../recipe.yaml"}))
     monkeypatch.chdir(tmp_path)
-    assert main(["sweep", str(path), "--grid", "regime.n=10,20", "--seeds", "1", "--quiet"]) == 0
+    sw = all_complete(sweep(path, grid={"regime.n": [10, 20]}, seeds=1))
     out = tmp_path / "runs" / "mini-sweep"
+    assert sw.path.resolve() == out.resolve()
     assert [r["run_dir"] for r in index(out)] == ["regime.n=10/seed-0", "regime.n=20/seed-0"]
     assert yaml.safe_load((out / "regime.n=20" / "seed-0" / "config.yaml").read_text())["chains"] == 2
     stored = yaml.safe_load((out / "sweep.yaml").read_text())
@@ -245,7 +255,7 @@ def test_bootstrap_interval_covers_the_true_mean_at_the_nominal_rate():
 def test_stats_csv_is_the_mean_over_seeds_of_chain_means(tmp_path):
     """stats.csv at a generation: the mean over seeds of each run's mean over chains."""
     out = tmp_path / "sweep"
-    assert sweep(write(tmp_path, TINY), out, "--grid", "regime.n=10,20", "--seeds", "3") == 0
+    sw = all_complete(sweep(write(tmp_path, TINY), out, grid={"regime.n": [10, 20]}, seeds=3))
     stats = list(csv.DictReader(open(out / "stats.csv")))
     row = next(r for r in stats if r["point"] == "regime.n=20" and r["metric"] == "var" and r["generation"] == "4")
     per_seed = []
@@ -262,23 +272,22 @@ def test_stats_csv_is_the_mean_over_seeds_of_chain_means(tmp_path):
     before = (out / "stats.csv").read_bytes()
     caches[0].write_bytes(b"junk")
     caches[1].unlink()
-    assert main(["plot", str(out)]) == 0
+    assert out / "stats.csv" in sw.plot()
     assert (out / "stats.csv").read_bytes() == before
 
 
 def test_plot_a_sweep_and_compare(tmp_path, capsys):
-    """`collapse plot SWEEP --figure ...` redraws the sweep figure (a metric at a generation and a
-    collapse time); `collapse compare` overlays runs and sweep points; mistakes are one message."""
+    """Sweep.plot(figures) redraws the sweep figure (a metric at a generation and a collapse time);
+    `collapse compare` (no API function) overlays runs and sweep points; mistakes are one message."""
     cfg, out = write(tmp_path, TINY), tmp_path / "sweep"
-    assert sweep(cfg, out, "--grid", "regime.n=5,40", "--seeds", "2") == 0
+    sw = all_complete(sweep(cfg, out, grid=["regime.n=5,40"], seeds=2))
     fig = out / "figures" / "sweep.png"
     fig.unlink()
-    assert main(["plot", str(out), "--figure", "var@3", "--figure", "var<0.8"]) == 0
+    assert fig in sw.plot(["var@3", "var<0.8"])
     assert fig.read_bytes()[:4] == b"\x89PNG"
-    assert main(["plot", str(out), "--figure", "nope@3"]) == 2
-    assert "no metric nope" in capsys.readouterr().err
-    run = tmp_path / "run"
-    assert main(["run", str(cfg), "--out", str(run), "--quiet"]) == 0
+    with pytest.raises(ConfigError, match="no metric nope"):   # the CLI's exit 2
+        sw.plot(["nope@3"])
+    run = mc.run(cfg, out=tmp_path / "run").path
     png = tmp_path / "cmp" / "compare.png"
     assert main(["compare", str(run), str(out), "--metric", "var", "-o", str(png)]) == 0
     assert png.read_bytes()[:4] == b"\x89PNG"

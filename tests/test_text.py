@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import importlib.util
 import io
+import re
 from itertools import product
 from types import SimpleNamespace
 
@@ -12,8 +13,8 @@ import numpy as np
 import pytest
 import yaml
 
+import model_collapse as mc
 from model_collapse import contracts
-from model_collapse.cli import main
 from model_collapse.config import validate
 from model_collapse.datasets.errors import DataError
 from model_collapse.errors import ConfigError
@@ -183,16 +184,17 @@ def test_bpe_tokenizer_trained_locally_and_cached(tmp_path, monkeypatch):
     (b"caf\xe9 latin-1", "byte 0xe9 at byte offset 3"),
     (b"short", "longer than the text"),
 ])
-def test_bad_text_one_clear_message(tmp_path, capsys, content, needle):
-    """Empty, binary or non-UTF-8 text, or a block longer than the text: exit 2, one line, nothing written."""
+def test_bad_text_one_clear_message(tmp_path, content, needle):
+    """Empty, binary or non-UTF-8 text, or a block longer than the text: one ConfigError (the CLI's exit 2)
+    naming the field, nothing written."""
     (tmp_path / "a.txt").write_bytes(content)
     raw = {"source": {"kind": "text", "path": str(tmp_path / "a.txt"), "block": 64},
            "model": {"kind": "ngram"}, "regime": {"kind": "replace", "n": 10}, "generations": 2}
     out = tmp_path / "run"
-    assert main(["run", write_cfg(tmp_path, raw), "--out", str(out), "--quiet"]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert any(needle in line for line in err), err
-    assert len([line for line in err if line.startswith("error")]) == 1
+    with pytest.raises(ConfigError, match=re.escape(needle)) as caught:
+        mc.run(write_cfg(tmp_path, raw), out=out, figures=False)
+    problems = str(caught.value).splitlines()[1:]   # "invalid configuration:", then one line per problem
+    assert len(problems) == 1 and problems[0].strip().startswith("source."), problems
     assert not out.exists()
 
 
@@ -219,18 +221,19 @@ def test_config_errors_name_both_sides():
             validate({**base, **change})
 
 
-def test_tokenizer_change_on_resume_is_refused(tmp_path, capsys):
+def test_tokenizer_change_on_resume_is_refused(tmp_path):
     """A run over a user's text, resumed after the text gained a new character: one clear message."""
     path = tmp_path / "a.txt"
     path.write_text(small_text())
     raw = {"source": {"kind": "text", "path": str(path), "block": 32}, "model": {"kind": "ngram", "order": 2},
            "regime": {"kind": "replace", "n": 50}, "generations": 2, "metrics": ["params"]}
     out = tmp_path / "run"
-    assert main(["run", write_cfg(tmp_path, raw), "--out", str(out), "--quiet"]) == 0
+    done = mc.run(write_cfg(tmp_path, raw), out=out, figures=False)
+    before = (out / "metrics.csv").read_bytes()
     path.write_text(small_text() + " Zebra!")
-    assert main(["resume", str(out), "generations=3", "--quiet"]) == 2
-    err = capsys.readouterr().err
-    assert "tokenizer" in err and "changed since the run started" in err
+    with pytest.raises(DataError, match="tokenizer.*changed since the run started"):   # the CLI's exit 2
+        done.resume(generations=3, figures=False)
+    assert (out / "metrics.csv").read_bytes() == before
 
 
 # -- sources: the King James Bible ---------------------------------------------------------------------
@@ -339,9 +342,10 @@ def test_resume_continues_exactly_and_figures(tmp_path):
            "model": {"kind": "ngram", "order": 2}, "regime": {"kind": "replace", "n": 100},
            "metrics": ["perplexity", "truth_ppl", "ppl_gen0", "diversity", {"name": "text_samples", "n": 1}]}
     full, cut = tmp_path / "full", tmp_path / "cut"
-    assert main(["run", write_cfg(tmp_path, raw), "--out", str(full), "--quiet"]) == 0
-    assert main(["run", write_cfg(tmp_path, raw), "generations=2", "--out", str(cut), "--quiet"]) == 0
-    assert main(["resume", str(cut), "generations=4", "--quiet"]) == 0
+    assert mc.run(write_cfg(tmp_path, raw), out=full).status == "complete"
+    part = mc.run(write_cfg(tmp_path, raw), out=cut, generations=2)
+    assert part.metrics()["generation"].max() == 1
+    assert part.resume(generations=4).status == "complete"
     for table in ("metrics", "ppl_hist", "text_samples", "truth_values"):
         assert (full / f"{table}.csv").read_bytes() == (cut / f"{table}.csv").read_bytes(), table
     for fig in ("ppl_hist.png", "text.png", "samples.txt", "metrics.png"):

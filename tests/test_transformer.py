@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -15,8 +16,8 @@ import torch
 import torch.nn.functional as F
 import yaml
 
+import model_collapse as mc
 from model_collapse import contracts
-from model_collapse.cli import main
 from model_collapse.config import validate
 from model_collapse.errors import ConfigError
 from model_collapse.loop import build
@@ -196,25 +197,29 @@ def test_prompt_from_end_continues_where_blocks_end():
     ({"model": {**TINY, "val_fraction": 0}}, "early stopping needs held-out data"),
     ({"source": {"kind": "gaussian"}}, "family transformer fits text data; source gaussian yields vector data"),
 ])
-def test_bad_config_one_clear_message(tmp_path, capsys, change, needle):
-    """A context longer than the block, a prompt filling it, ...: exit 2, one error line, nothing written."""
+def test_bad_config_one_clear_message(tmp_path, change, needle):
+    """A context longer than the block, a prompt filling it, ...: ConfigError (the CLI's exit 2) with one
+    problem line, nothing written."""
     raw = {"source": dict(ZIPF), "model": dict(TINY), "regime": {"kind": "replace", "n": 100}, "generations": 2,
            **change}
     out = tmp_path / "run"
-    assert main(["run", write_cfg(tmp_path, raw), "--out", str(out), "--quiet"]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert err[0] == "error: invalid configuration:" and len(err) == 2 and needle in err[1], err
+    with pytest.raises(ConfigError, match=re.escape(needle)) as caught:
+        mc.run(write_cfg(tmp_path, raw), out=out, figures=False)
+    err = str(caught.value).splitlines()
+    assert err[0] == "invalid configuration:" and len(err) == 2 and needle in err[1], err
     assert not out.exists()
 
 
-def test_context_longer_than_the_text(tmp_path, capsys):
+def test_context_longer_than_the_text(tmp_path):
     """A user's text shorter than the block (and so than the context): one message saying so."""
     (tmp_path / "a.txt").write_text("In the beginning.")
     raw = {"source": {"kind": "text", "path": str(tmp_path / "a.txt"), "block": 64}, "model": dict(TINY),
            "regime": {"kind": "replace", "n": 10}, "generations": 2}
-    assert main(["run", write_cfg(tmp_path, raw), "--out", str(tmp_path / "run"), "--quiet"]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
+    with pytest.raises(ConfigError, match="source.block: a block of 64 characters is longer than the text") as caught:
+        mc.run(write_cfg(tmp_path, raw), out=tmp_path / "run", figures=False)
+    err = str(caught.value).splitlines()
     assert len(err) == 2 and "source.block: a block of 64 characters is longer than the text" in err[1], err
+    assert not (tmp_path / "run").exists()
     with pytest.raises(ConfigError, match="model.context"):
         validate({**raw, "source": {**raw["source"], "block": 16}, "model": {**TINY, "context": 32}})
 
@@ -245,7 +250,7 @@ def test_kill_minus_nine_and_resume_give_identical_metrics(tmp_path):
     after a new checkpoint), resume each time: every table equals an uninterrupted run's."""
     cfg = write_cfg(tmp_path, RUN)
     ref = tmp_path / "ref"
-    assert main(["run", cfg, "--out", str(ref), "--quiet"]) == 0
+    assert mc.run(cfg, out=ref, figures=False).status == "complete"
     out, rng, kills = tmp_path / "cut", np.random.default_rng(7), 0
     cmd = [sys.executable, "-m", "model_collapse.cli", "run", cfg, "--out", str(out), "--resume", "--quiet"]
     while kills < 3:

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError, CorruptRunError, RunDirError
+from .errors import ConfigError, CorruptRunError, Interrupted, RunDirError
 
 __all__ = ["Run", "Sweep", "open_run", "open_sweep", "run", "sweep"]
 
@@ -178,7 +178,7 @@ def sweep(recipe, out: str | Path | None = None, grid: dict | list[str] | None =
     draws no figure (stats.csv is still written); run_figures draws each run's own figures too;
     options go to the executor (address, partition, time, mem, cluster).
     Rerunning the same call resumes: complete runs are skipped, interrupted ones resumed, failed ones
-    retried once."""
+    retried once. Failed runs are counted in `.counts` (and sweep.csv); an interrupt raises Interrupted."""
     from .config import parse_overrides
     from .sweep.driver import run_sweep
     from .sweep.figures import parse_panel
@@ -194,11 +194,22 @@ def sweep(recipe, out: str | Path | None = None, grid: dict | list[str] | None =
         parse_panel(f)   # a typo is reported before anything runs
     if workers is not None and workers < 1:
         raise ConfigError(f"workers must be >= 1 (got {workers})")
+    unknown = sorted(set(options) - EXECUTOR_OPTIONS)
+    if unknown:
+        raise ConfigError(f"sweep() got unknown options {', '.join(unknown)}; executor options are "
+                          f"{', '.join(sorted(EXECUTOR_OPTIONS))}")
     counts = run_sweep(spec, Path(out) if out else None, executor, {"workers": workers, **options}, overwrite,
                        run_figures, progress=progress, figures=figures)
+    if counts["interrupted"]:
+        raise Interrupted(f"sweep interrupted; call sweep() again with the same arguments (or rerun "
+                          f"`collapse sweep`) to continue it in {counts['out']}")
     result = Sweep(counts["out"])
     result.counts = counts
     return result
+
+
+# What `sweep(**options)` passes to the executor (ray: address; slurm: partition, time, mem, cluster).
+EXECUTOR_OPTIONS = {"address", "partition", "time", "mem", "cluster"}
 
 
 def open_sweep(path: str | Path) -> "Sweep":

@@ -45,7 +45,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from .errors import CollapseError, CollapseWarning
+from .errors import CollapseWarning, ConfigError
 from .store import atomic_write, read_metrics
 
 SINKS = ("tensorboard", "mlflow")
@@ -69,7 +69,7 @@ def check_available(kinds) -> None:
     for kind in kinds:
         module, how = INSTALL[kind]
         if importlib.util.find_spec(module) is None:
-            raise CollapseError(f"--log {kind} needs the {module} package: {how}")
+            raise ConfigError(f"logging to {kind} (--log {kind}) needs the {module} package: {how}")
 
 
 def scalars(names: list[str], table: np.ndarray) -> dict[str, float]:

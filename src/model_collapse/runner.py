@@ -129,7 +129,10 @@ def _make_dirs(out: Path) -> list[Path]:
     made = []
     try:
         for d in reversed([d for d in [out, *out.parents] if not d.exists()]):
-            d.mkdir()
+            try:
+                d.mkdir()
+            except FileExistsError:   # another process (a sweep's other worker) made it just now: not ours
+                continue
             made.append(d)
     except OSError as e:
         _remove(made)
@@ -148,9 +151,16 @@ def _unwritable(out: Path, e: OSError) -> CollapseError:
 
 
 def _remove(made: list[Path]) -> None:
-    """Remove directories this command made (deepest first), with whatever is in the deepest."""
-    for d in reversed(made):
-        shutil.rmtree(d, ignore_errors=True)
+    """Remove what this command made: the run directory (deepest, last in `made`) with its contents,
+    then each parent it made only while empty (another run, a sweep's sibling seed, may live there)."""
+    if not made:
+        return
+    shutil.rmtree(made[-1], ignore_errors=True)
+    for d in reversed(made[:-1]):
+        try:
+            d.rmdir()
+        except OSError:
+            break   # not empty: someone else's, from here up
 
 
 def _probe(out: Path) -> None:
@@ -214,6 +224,7 @@ def execute(raw: dict, out: Path, *, resume: bool = False, overwrite: bool = Fal
     from .config import dump, validate
     from .logging_sinks import check_available
     out = Path(out)
+    log = [log] if isinstance(log, str) else list(log or ())
     top = validate(raw)  # every error at once, before anything is written
     check_available(log)
     top_text = dump(top)
@@ -235,21 +246,29 @@ def execute(raw: dict, out: Path, *, resume: bool = False, overwrite: bool = Fal
             elif resume and holds_run(out):
                 _check_unchanged(out, top_text, [(n, dump(validate(r)), d) for n, r, d in run_dirs(raw, out)])
             plan = _plan(raw, out, resume, overwrite)
-            # The objects made so far (modules, configs: ~40,000) live to the end: keep the cyclic
-            # collector from re-scanning them during the loop (~2 us a generation of W1's 120).
-            gc.freeze()
             from .store import atomic_write
             if not (out / "config.yaml").exists() or (out / "config.yaml").read_text() != top_text:
                 atomic_write(out / "config.yaml", top_text.encode())
-            for exp, text, vdir, action in plan:
-                _run_one(exp, text, vdir, action, out, progress, log, mlflow_uri, echo)
+            # The objects made so far (modules, configs: ~40,000) live to the end of the run: keep the
+            # cyclic collector from re-scanning them during the loop (~2 us a generation of W1's 120);
+            # unfrozen after, so a notebook calling run() again and again does not keep them forever.
+            frozen = gc.get_freeze_count() > 0
+            gc.freeze()
+            try:
+                for exp, text, vdir, action in plan:
+                    _run_one(exp, text, vdir, action, out, progress, log, mlflow_uri, echo)
+            finally:
+                if not frozen:
+                    gc.unfreeze()
             if figures:
                 draw_figures(out)
     except KeyboardInterrupt:
         raise Interrupted(f"interrupted; continue with `collapse resume {out}`") from None
     except (CollapseError, OSError) as e:
         kept = not fresh or any(out.rglob("checkpoint-*.npz"))
-        if not kept and not isinstance(e, RunDirError):   # a refused or failed start leaves nothing behind
+        from .datasets.errors import DataError
+        refused = isinstance(e, (ConfigError, DataError, DiskFullError)) or (isinstance(e, OSError) and disk_full(e))
+        if not kept and refused:   # a start refused by its data, or by a full disk, leaves nothing behind
             _remove(made) if made else _clear(out)
         if isinstance(e, OSError) and disk_full(e):
             raise _disk_error(out, e, kept) from None
