@@ -160,8 +160,8 @@ def thousand(tmp: Path, runs: int) -> dict:
     med = {name: {w: statistics.median(e[name] for e in part) for w, part in
                   (("first", finished[:k]), ("last", finished[-k:]))} for name in ("seconds", "cpu")}
     # One rewrite of the whole index, timed alone: what rewriting it after every run would cost.
-    from model_collapse.sweep.index import Index, read_index
-    from model_collapse.sweep.spec import load_spec, plan
+    from model_collapse.sweeps.index import Index, read_index
+    from model_collapse.sweeps.spec import load_spec, plan
     tasks = plan(load_spec(str(cfg), seeds=runs), out)
     idx = Index(out, tasks, [])
     for t, row in zip(tasks, read_index(out)):

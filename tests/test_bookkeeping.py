@@ -15,7 +15,7 @@ from model_collapse.cli import main
 from model_collapse.families.kde import KDEFamily
 from model_collapse.plots import plot_run
 from model_collapse.plots.density import chain_state, resolution
-from model_collapse.sweep import bootstrap as B
+from model_collapse.sweeps import bootstrap as B
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "model_collapse"
 
@@ -102,8 +102,8 @@ def test_sweep_no_figures_writes_stats_but_no_png(tmp_path):
 
 
 def test_plots_use_no_private_name_of_another_module():
-    """plots/ and sweep/figures.py import only public names from each other (issue 13, part 6)."""
-    files = [*sorted((SRC / "plots").glob("*.py")), SRC / "sweep" / "figures.py"]
+    """plots/ and sweeps/figures.py import only public names from each other (issue 13, part 6)."""
+    files = [*sorted((SRC / "plots").glob("*.py")), SRC / "sweeps" / "figures.py"]
     for path in files:
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.ImportFrom):

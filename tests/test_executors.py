@@ -12,8 +12,8 @@ import yaml
 
 from model_collapse.api import sweep
 from model_collapse.errors import ConfigError
-from model_collapse.sweep.executors import EXECUTORS, get_executor
-from model_collapse.sweep.slurm_exec import gigabytes, minutes
+from model_collapse.sweeps.executors import EXECUTORS, get_executor
+from model_collapse.sweeps.slurm_exec import gigabytes, minutes
 
 TINY = {"name": "tiny", "chains": 3, "generations": 6, "reference_n": 200, "source": {"kind": "gaussian"},
         "model": {"kind": "gaussian"}, "regime": {"kind": "replace", "n": 20}, "metrics": ["params"]}

@@ -31,7 +31,7 @@ import yaml
 from model_collapse import loop, store
 from model_collapse.cli import main
 from model_collapse.store import RunStore
-from model_collapse.sweep.spec import point_id
+from model_collapse.sweeps.spec import point_id
 
 SMALL = {"name": "small", "chains": 4, "generations": 12, "checkpoint_seconds": 0, "reference_n": 500,
          "source": {"kind": "gaussian"}, "model": {"kind": "gaussian"}, "regime": {"kind": "replace", "n": 30},

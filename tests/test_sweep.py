@@ -23,9 +23,9 @@ from model_collapse.api import Sweep, sweep
 from model_collapse.cli import main
 from model_collapse.errors import ConfigError, RunDirError
 from model_collapse.store import read_metrics
-from model_collapse.sweep.progress import Progress
-from model_collapse.sweep.spec import SPECS, load_spec, parse_grid, plan, point_id, split_values
-from model_collapse.sweep.stats import bootstrap, nanmedian, resample_indices
+from model_collapse.sweeps.progress import Progress
+from model_collapse.sweeps.spec import SPECS, load_spec, parse_grid, plan, point_id, split_values
+from model_collapse.sweeps.stats import bootstrap, nanmedian, resample_indices
 
 TINY = {"name": "tiny", "chains": 3, "generations": 6, "reference_n": 200, "source": {"kind": "gaussian"},
         "model": {"kind": "gaussian"}, "regime": {"kind": "replace", "n": 20}, "metrics": ["params"]}

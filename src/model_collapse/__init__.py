@@ -5,6 +5,6 @@ objects they return. The `collapse` command line is built on the same functions.
 
 __version__ = "0.1.0"
 
-from .api import Run, Sweep, open_run, open_sweep, run  # noqa: E402
+from .api import Run, Sweep, open_run, open_sweep, run, sweep  # noqa: E402
 
-__all__ = ["Run", "Sweep", "open_run", "open_sweep", "run"]
+__all__ = ["Run", "Sweep", "open_run", "open_sweep", "run", "sweep"]

@@ -180,9 +180,9 @@ def sweep(recipe, out: str | Path | None = None, grid: dict | list[str] | None =
     Rerunning the same call resumes: complete runs are skipped, interrupted ones resumed, failed ones
     retried once. Failed runs are counted in `.counts` (and sweep.csv); an interrupt raises Interrupted."""
     from .config import parse_overrides
-    from .sweep.driver import run_sweep
-    from .sweep.figures import parse_panel
-    from .sweep.spec import load_spec, make_axis, merge_axes
+    from .sweeps.driver import run_sweep
+    from .sweeps.figures import parse_panel
+    from .sweeps.spec import load_spec, make_axis, merge_axes
     strings = list(grid) if isinstance(grid, (list, tuple)) else []
     spec = load_spec(str(recipe), [], strings, seeds, list(panels))
     if isinstance(grid, dict):
@@ -243,7 +243,7 @@ class Sweep:
         bootstrap intervals (computed first if missing)."""
         import pandas as pd
         if not (self.path / "stats.csv").exists():
-            from .sweep.stats import write_stats
+            from .sweeps.stats import write_stats
             write_stats(self.path)
         return pd.read_csv(self.path / "stats.csv")
 
@@ -253,7 +253,7 @@ class Sweep:
 
     def plot(self, figures: list[str] = ()) -> list[Path]:
         """Recompute stats.csv and redraw figures/sweep.png (panels as `collapse plot SWEEP --figure`)."""
-        from .sweep.commands import plot_sweep
+        from .sweeps.commands import plot_sweep
         return plot_sweep(self.path, list(figures))
 
     def report(self, path: str | Path = "report.html", **options) -> Path:

@@ -128,7 +128,7 @@ def parser() -> argparse.ArgumentParser:
     rp.add_argument("--plot", action="store_true",
                     help="first draw the figures of runs that have none (a sweep's runs, by default)")
     rp.set_defaults(fn=cmd_report)
-    from .sweep.commands import add_commands
+    from .sweeps.commands import add_commands
     add_commands(sub)   # sweep, compare
     return p
 

@@ -1,6 +1,6 @@
 """Metric-vs-generation panels: the median over chains, its 5-95% band, the mean and the closed form.
 
-Shared by a run's figures (plots/runs.py, plots/text.py) and the sweep's (sweep/figures.py).
+Shared by a run's figures (plots/runs.py, plots/text.py) and the sweep's (sweeps/figures.py).
 """
 
 from __future__ import annotations

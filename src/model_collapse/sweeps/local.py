@@ -37,7 +37,7 @@ def _context():
     if "forkserver" in mp.get_all_start_methods():
         ctx = mp.get_context("forkserver")
         # Imported once in the server, before any worker forks from it.
-        ctx.set_forkserver_preload(["model_collapse.sweep.warm"])
+        ctx.set_forkserver_preload(["model_collapse.sweeps.warm"])
         return ctx
     return mp.get_context("spawn")
 
