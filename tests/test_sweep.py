@@ -24,7 +24,8 @@ from model_collapse.cli import main
 from model_collapse.errors import ConfigError, RunDirError
 from model_collapse.store import read_metrics
 from model_collapse.sweeps.progress import Progress
-from model_collapse.sweeps.spec import SPECS, load_spec, parse_grid, plan, point_id, split_values
+from model_collapse.sweeps.spec import load_spec, parse_grid, plan, point_id, split_values
+from model_collapse.paths import recipes
 from model_collapse.sweeps.stats import bootstrap, nanmedian, resample_indices
 
 TINY = {"name": "tiny", "chains": 3, "generations": 6, "reference_n": 200, "source": {"kind": "gaussian"},
@@ -213,7 +214,7 @@ def test_a_sweep_spec_file_runs_as_a_recipe(tmp_path, monkeypatch):
 
 def test_sweep_spec_files_plan(tmp_path):
     """Every spec in configs/sweeps/ names a recipe, a grid and seeds that validate at every point."""
-    specs = sorted(SPECS.glob("*.yaml"))
+    specs = recipes("sweep")
     assert {p.stem for p in specs} >= {"bertrand-real-share", "gaussian-n-sweep", "gerstgrasser-seeds"}
     for path in specs:
         spec = load_spec(str(path))

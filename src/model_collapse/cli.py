@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import signal
 import sys
@@ -14,7 +15,6 @@ import yaml
 from .errors import (CollapseError, CollapseWarning, CorruptRunError, DiskFullError, DivergenceError, Interrupted,
                      RunDirError, disk_full)
 
-CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
 
 def cmd_run(args) -> int:
@@ -36,11 +36,25 @@ def cmd_resume(args) -> int:
     return 0
 
 
+def version() -> str:
+    """The installed distribution's version (the package's own where it is not installed)."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as dist_version
+    try:
+        return dist_version("model-collapse")
+    except PackageNotFoundError:
+        from . import __version__
+        return __version__
+
+
 def cmd_list(args) -> int:
     """List the recipes in configs/ with their one-line descriptions."""
-    for path in sorted(CONFIGS.glob("*.yaml")):
-        desc = (yaml.safe_load(path.read_text()) or {}).get("description", "")
-        print(f"{path.stem:32s} {desc.splitlines()[0] if desc else ''}")
+    from .paths import recipes
+    for kind, title in (("run", "recipes (collapse run NAME)"), ("sweep", "sweep specs (collapse sweep NAME)")):
+        print(f"{title}:")
+        for path in recipes(kind):
+            desc = (yaml.safe_load(path.read_text()) or {}).get("description", "")
+            print(f"  {path.stem:32s} {desc.splitlines()[0] if desc else ''}")
     return 0
 
 
@@ -89,6 +103,7 @@ def parser() -> argparse.ArgumentParser:
     """The argument parser."""
     p = argparse.ArgumentParser(prog="collapse", description="Model-collapse laboratory.")
     p.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
+    p.add_argument("--version", action="version", version=f"collapse (model-collapse) {version()}")
     sub = p.add_subparsers(dest="command", required=True)
     r = sub.add_parser("run", help="run an experiment from a YAML config (or a recipe name)")
     r.add_argument("config")
@@ -202,6 +217,9 @@ def main(argv: list[str] | None = None) -> int:
             raise
         damaged = isinstance(e, (DivergenceError, CorruptRunError, DiskFullError))
         return _fail(str(e), 1 if damaged else 2)   # ConfigError and the other user errors: 2
+    except BrokenPipeError:   # `collapse list | head`: the reader left; say nothing more
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except MemoryError:
         if args.debug:
             raise

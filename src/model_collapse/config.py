@@ -215,15 +215,8 @@ def parse_overrides(items: list[str]) -> list[tuple[str, Any]]:
 
 def load_raw(path: str | Path, overrides: list[str] = ()) -> dict:
     """Read a YAML experiment and apply dotted overrides."""
-    path = Path(path)
-    if not path.exists():
-        alt = Path(__file__).resolve().parents[2] / "configs" / f"{path.stem}.yaml"
-        if not path.suffix and alt.exists():
-            path = alt
-        else:
-            raise ConfigError(f"config file {path} not found (see `collapse list` for recipes)")
-    if path.is_dir():
-        raise ConfigError(f"config {path} is a directory; pass a YAML file or a recipe name (see `collapse list`)")
+    from .paths import recipe_path
+    path = recipe_path(path)
     try:
         raw = yaml.safe_load(path.read_text()) or {}
     except (OSError, UnicodeDecodeError) as e:

@@ -27,7 +27,6 @@ import yaml
 from ..config import dump, load_raw, parse_overrides, set_dotted, validate
 from ..errors import ConfigError
 
-SPECS = Path(__file__).resolve().parents[3] / "configs" / "sweeps"
 SPEC_KEYS = {"name", "description", "recipe", "overrides", "grid", "seeds", "figures", "expected_time"}
 
 
@@ -169,12 +168,12 @@ def is_spec(path: Path) -> bool:
 
 
 def find_spec(arg: str) -> Path | None:
-    """The sweep spec file `arg` names (a path, or a name under configs/sweeps/), else None."""
+    """The sweep spec file `arg` names (a path, or the name of a shipped spec), else None."""
+    from ..paths import recipe_path
     p = Path(arg)
     if p.is_file():
         return p if is_spec(p) else None
-    alt = SPECS / f"{p.stem}.yaml"
-    return alt if not p.suffix and alt.is_file() else None
+    return recipe_path(arg, "sweep", required=False) if not p.is_dir() else None
 
 
 def load_spec(arg: str, overrides: list[str] = (), grid: list[str] = (), seeds: int | None = None,
