@@ -236,6 +236,7 @@ CASES = [
          "config-bad-yaml", "run"),
     # -- the other commands
     Case("list-works", ("list",), 0, ()),
+    Case("explain-unknown-kind", ("explain", "bogus"), 2, ("no component named 'bogus'",), keep="tmp"),
     Case("sweep-bad-grid", ("sweep", "{cfg}", "--grid", "regime.n=10,-1", "--out", "{out}", "--quiet"), 2,
          ("invalid sweep, nothing was run", "regime.n=-1: regime.n: Input should be greater than 0")),
     Case("sweep-broken-yaml-override", ("sweep", "{cfg}", "source.std=[1,", "--out", "{out}", "--quiet"), 2,

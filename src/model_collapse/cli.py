@@ -91,6 +91,13 @@ def cmd_report(args) -> int:
     return 0
 
 
+def cmd_explain(args) -> int:
+    """collapse explain [KIND]: a component's fields with type, default and description."""
+    from .explain import explain
+    print(explain(args.kind))
+    return 0
+
+
 def _log_options(p) -> None:
     """--log and --mlflow-uri (run and resume)."""
     p.add_argument("--log", action="append", default=[], choices=["tensorboard", "mlflow"],
@@ -124,6 +131,10 @@ def parser() -> argparse.ArgumentParser:
     _log_options(s)
     s.set_defaults(fn=cmd_resume)
     sub.add_parser("list", help="list recipes").set_defaults(fn=cmd_list)
+    ex = sub.add_parser("explain", help="a component's fields: type, default, description")
+    ex.add_argument("kind", nargs="?", help="a family, source, regime, filter or metric (e.g. transformer, "
+                                            "source:gaussian); none: list them all")
+    ex.set_defaults(fn=cmd_explain)
     pl = sub.add_parser("plot", help="redraw a run's figures")
     pl.add_argument("run_dir")
     pl.add_argument("--figure", action="append", default=[], metavar="PANEL",
