@@ -1,8 +1,8 @@
 """Contract checks for every kind of component: built-in entries and plugins alike.
 
-tests/test_contracts.py runs them over every registry entry; a plugin's own
-tests call the same functions (`check_family({"kind": "mypkg.fam:MyConfig"})`).
-Each raises AssertionError with a message saying which rule failed.
+model_collapse.testing wraps them as test base classes (FamilyContract, ...) that
+tests/test_contracts.py subclasses for every registry entry and a plugin's tests subclass
+for its own components. Each raises AssertionError with a message saying which rule failed.
 """
 
 from __future__ import annotations
@@ -23,10 +23,6 @@ SOURCE_FOR = {
     "text": {"kind": "zipf-markov", "vocab": 40, "block": 16, "train_tokens": 16 * 300},
     "pairs": {"kind": "linreg", "dim": 3},
 }
-QUICK = {"vae": {"hidden": [32], "latent": 4, "epochs": 2, "val_fraction": 0.1, "batch": 64, "compile": False,
-                 "classifier": {"kind": "mlp", "hidden": [32], "max_epochs": 2}},
-         "transformer": {"layers": 1, "heads": 2, "width": 16, "epochs": 1, "batch": 16, "compile": False,
-                         "threads": 1}}
 N = {"vector": 400, "category": 400, "image": 300, "text": 300}
 
 
@@ -40,9 +36,29 @@ def experiment(model: dict, source: dict | None = None, chains: int = 3, regime:
     source = source or SOURCE_FOR[next(k for k in kinds if k in SOURCE_FOR)]
     data_kind = find("sources", source["kind"])(**source).declare().data_kind
     raw = {"chains": chains, "generations": 3, "source": source,
-           "model": {**QUICK.get(model["kind"], {}), **model},
+           "model": {**cls.example, **model},   # the family's own quick example, then what was asked
            "regime": regime or {"kind": "replace", "n": N.get(data_kind, 300)}, **extra}
     return validate(raw)
+
+
+# Sources a metric may be tried on, cheapest first (the image one with the small reference classifier).
+METRIC_SOURCES = [{"kind": "gaussian"}, {"kind": "gmm"}, {"kind": "categorical", "k": 5}, {"kind": "linreg"},
+                  SOURCE_FOR["text"], {"kind": "digits", "classifier": "mlp"}]
+
+
+def metric_example(entry) -> tuple[dict, dict]:
+    """(model, source) to run a metric on: the first registered family and METRIC_SOURCES source whose
+    declarations the metric's needs fit, found by validation (so a new metric needs no table)."""
+    from .errors import ConfigError
+    from .plugins import registry
+    for source in METRIC_SOURCES:
+        for kind in registry("families"):
+            try:
+                experiment({"kind": kind}, source, metrics=[entry])
+            except (ConfigError, AssertionError):
+                continue
+            return {"kind": kind}, source
+    raise AssertionError(f"no registered family and source fit the needs of metric {entry!r}")
 
 
 def _same(a, b) -> bool:

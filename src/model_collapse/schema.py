@@ -24,6 +24,11 @@ class Component(BaseModel):
     # Families: the data kinds they fit. Metrics, filters, regimes: what they need.
     data_kinds: ClassVar[frozenset] = frozenset()
     needs: ClassVar[Needs] = Needs()
+    # A quick example for the contract tests (model_collapse.testing): fields added to {"kind": ...}
+    # so the component is cheap to exercise; regimes also declare the training-set sizes of
+    # generations 1-4 that their example gives.
+    example: ClassVar[dict] = {}
+    example_sizes: ClassVar[tuple] = ()
 
     def check(self, exp) -> list[tuple[str, str]]:
         """Cross-field checks against the whole experiment: (dotted path, message) pairs."""

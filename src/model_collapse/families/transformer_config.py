@@ -17,6 +17,9 @@ class TransformerConfig(Component):
     """
 
     kind: Literal["transformer"] = "transformer"
+    # small and fast for the contract tests (model_collapse.testing)
+    example: ClassVar[dict] = {"layers": 1, "heads": 2, "width": 16, "epochs": 1, "batch": 16, "compile": False,
+                               "threads": 1}
     # -- the model (Radford et al. 2019, as nanoGPT) ----------------------------------------------
     layers: int = Field(2, ge=1, description="transformer blocks (W4 uses 4)")
     heads: int = Field(4, ge=1, description="attention heads; must divide width")

@@ -81,6 +81,9 @@ class LabelledVAEConfig(VAEConfig):
     classifier: ClassifierConfig = Field(default_factory=lambda: ClassifierConfig(target_accuracy=0.98))
 
     data_kinds: ClassVar[frozenset] = frozenset({"image"})
+    # small and fast for the contract tests (model_collapse.testing)
+    example: ClassVar[dict] = {"hidden": [32], "latent": 4, "epochs": 2, "val_fraction": 0.1, "batch": 64,
+                               "compile": False, "classifier": {"kind": "mlp", "hidden": [32], "max_epochs": 2}}
 
     def capabilities(self, source) -> frozenset:
         """Image items, latent codes both ways; a classifier of its own when it labels its samples."""

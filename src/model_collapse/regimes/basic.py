@@ -34,6 +34,8 @@ class ReplaceConfig(Component):
     """Train on the previous model's n samples only."""
 
     kind: Literal["replace"] = "replace"
+    example: ClassVar[dict] = {"n": 40}
+    example_sizes: ClassVar[tuple] = (40, 40, 40, 40)
     n: int = Field(1000, gt=0)
 
     def items_held(self, generations: int) -> int:
@@ -49,6 +51,8 @@ class AccumulateConfig(ReplaceConfig):
     """Train on the real data plus every generation's n samples so far."""
 
     kind: Literal["accumulate"] = "accumulate"
+    example: ClassVar[dict] = {"n": 40}
+    example_sizes: ClassVar[tuple] = (80, 120, 160, 200)   # the real set, then n more each generation
 
     def items_held(self, generations: int) -> int:
         """The pool grows by n a generation."""
@@ -63,6 +67,8 @@ class AccumulateSubsampleConfig(ReplaceConfig):
     """Train on a random subset of n items of the accumulated pool."""
 
     kind: Literal["accumulate-subsample"] = "accumulate-subsample"
+    example: ClassVar[dict] = {"n": 40}
+    example_sizes: ClassVar[tuple] = (40, 40, 40, 40)
     needs: ClassVar[Needs] = Needs(model=("items",))   # random subsets need the items themselves
 
     def items_held(self, generations: int) -> int:
@@ -133,6 +139,8 @@ class MixConfig(Component):
     """Shares of fresh true samples, the fixed real set, the previous training set, fresh model samples."""
 
     kind: Literal["mix"] = "mix"
+    example: ClassVar[dict] = {"n": 40, "truth": 0.25, "real": 0.25, "previous": 0.25, "fitted": 0.25, "grow": 10}
+    example_sizes: ClassVar[tuple] = (50, 60, 70, 80)   # n + grow * g
     n: int = Field(1000, gt=0)
     grow: int = Field(0, ge=0)  # training-set size at generation g >= 1 is n + grow * g
     # Size of the real set generation 0 trains on (default n). The `real` share draws from this
@@ -164,6 +172,8 @@ class ScheduleConfig(Component):
     """Synthetic share grows from start to end over `over` generations; the rest is true (or real) data."""
 
     kind: Literal["schedule"] = "schedule"
+    example: ClassVar[dict] = {"n": 40}
+    example_sizes: ClassVar[tuple] = (40, 40, 40, 40)
     n: int = Field(1000, gt=0)
     grow: int = Field(0, ge=0)
     shape: Literal["linear", "step", "exponential"] = "linear"
