@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from .config import validate
-from .kinds import CAPABILITIES, DATA_KINDS
+from .kinds import CAPABILITIES, CAPABILITY_METHODS, DATA_KINDS
 from .loop import build, build_metrics
 from .metrics import Context
 
@@ -74,6 +74,12 @@ def check_family(model: dict, source: dict | None = None, chains: int = 3) -> No
     caps = exp.model.capabilities(src_decl)
     assert set(caps) <= set(CAPABILITIES), f"unknown capabilities {set(caps) - set(CAPABILITIES)}"
     source, fam, regime, _ = build(exp)
+    for cap in caps:   # a declared capability promises every method and attribute it implies
+        for attr in CAPABILITY_METHODS.get(cap, ()):
+            obj = fam
+            for part in attr.split("."):
+                assert hasattr(obj, part), f"capability {cap!r} needs {attr!r}, which the fitted family lacks"
+                obj = getattr(obj, part)
     n = regime.size(0)
     fam.fit(source.real(n, np.random.default_rng(0)), np.random.default_rng(1))
     s = fam.sample(50, np.random.default_rng(2))

@@ -29,10 +29,27 @@ CAPABILITIES = {
     "decode": "decode latent codes into images",
     "classify": "label its samples with a classifier of its own",
     "score_text": "give per-token log-probabilities of text",
+    "normal": "be a Gaussian fit: its mean and covariance say everything (closed forms apply)",
     # what a source offers
     "truth": "a known true distribution",
     "reference_classifier": "a classifier trained once on the real data",
     "labels": "class labels",
+}
+
+# What each capability promises a fitted family has: methods and attributes (dotted through the
+# family's config as `cfg.x`). A family that declares a capability has every one; the contract tests
+# (contracts.check_family) check it, and code that needs a capability may call them without probing.
+CAPABILITY_METHODS = {
+    "items": ("sample",),
+    "log_prob": ("log_prob",),
+    "cdf": ("cdf", "dim"),
+    "moments": ("moments",),
+    "probs": ("p",),                                   # (S, K) category probabilities
+    "encode": ("encode_mean",),
+    "decode": ("decode", "cfg.latent", "cfg.temperature"),   # latent codes z ~ N(0, T^2 I) of size latent
+    "classify": ("classifier",),                       # one classifier per chain (metrics.images)
+    "score_text": ("token_logprob", "log_prob"),
+    "normal": ("moments", "mean", "cov", "mean_log_prob", "dim"),
 }
 
 TRUTH_NAMES = {"gaussian": "Gaussian", "gmm": "Gaussian-mixture", "categorical": "categorical",

@@ -14,6 +14,7 @@ from tqdm import tqdm
 
 from .errors import DivergenceError
 from .filters.stage import filtered_sample
+from .interfaces import Stateful, Timed
 from .metrics import Context, metric_entry
 from .plugins import find
 from .rng import Seeds
@@ -94,7 +95,10 @@ def run_generations(exp, store, progress: bool | None = None) -> int:
     source, model, regime, filt = build(exp)
     # A metric is a function, or a class whose instance keeps state (with state_dict to resume).
     metrics = build_metrics(exp)
-    stateful = {m: fn for m, fn in metrics.items() if hasattr(fn, "state_dict")}
+    # Optional hooks (interfaces.py), resolved once here, never probed per generation.
+    stateful = {m: fn for m, fn in metrics.items() if isinstance(fn, Stateful)}
+    filt_state = filt if isinstance(filt, Stateful) else None
+    timed = model if isinstance(model, Timed) else None
     reference = source.reference(exp.reference_n, seeds.rng("reference"))
     real = source.real(regime.size(0), seeds.rng("real"))
     regime.first(real)
@@ -105,15 +109,15 @@ def run_generations(exp, store, progress: bool | None = None) -> int:
         if filt is None:
             return model.sample(n, seeds.rng("sample", g)), None
         return filtered_sample(model, filt, n, seeds.rng("sample", g), seeds.rng("filter", g),
-                               getattr(exp.filter, "max_rounds", 10), f"filter {exp.filter.kind}")
+                               exp.filter.max_rounds, f"filter {exp.filter.kind}")
 
     def state_now() -> dict:
         """Copies of everything a resume needs, as of the last complete generation."""
         out = {**_prefixed("model/", model.state_dict()), **_prefixed("regime/", regime.state_dict())}
         for m, fn in stateful.items():
             out.update(_prefixed(f"metric/{m}/", fn.state_dict()))
-        if hasattr(filt, "state_dict"):   # a filter that keeps state (likelihood under the generation-0 model)
-            out.update(_prefixed("filter/", filt.state_dict()))
+        if filt_state is not None:   # a filter that keeps state (likelihood under the generation-0 model)
+            out.update(_prefixed("filter/", filt_state.state_dict()))
         return out
 
     start, samples, accept = 0, None, None
@@ -124,8 +128,8 @@ def run_generations(exp, store, progress: bool | None = None) -> int:
         regime.load_state_dict(_unprefixed("regime/", ckpt))
         for m, fn in stateful.items():
             fn.load_state_dict(_unprefixed(f"metric/{m}/", ckpt))
-        if hasattr(filt, "load_state_dict"):
-            filt.load_state_dict(_unprefixed("filter/", ckpt))
+        if filt_state is not None:
+            filt_state.load_state_dict(_unprefixed("filter/", ckpt))
         start = last + 1
         if start < exp.generations:
             samples, accept = draw(last)
@@ -180,7 +184,7 @@ def run_generations(exp, store, progress: bool | None = None) -> int:
                 if stop.requested:
                     raise KeyboardInterrupt
                 if t3 - t0 > 0.05:  # slow generations only: 10,000 fast ones need no log
-                    times = {"fit": t1 - t0, "sample": t2 - t1, **getattr(model, "timings", {}),
+                    times = {"fit": t1 - t0, "sample": t2 - t1, **(timed.timings if timed is not None else {}),
                              **{f"metric:{k}": v for k, v in spent}, "io": time.perf_counter() - t3}
                     store.add_timing(g, times)
     except BaseException as e:

@@ -40,8 +40,8 @@ class GaussianConfig(Component):
     data_kinds: ClassVar[frozenset] = frozenset({"vector"})
 
     def capabilities(self, source) -> frozenset:
-        """Exact density and moments; a CDF in 1-D; items unless it draws summaries."""
-        return frozenset({"log_prob", "moments"} | ({"cdf"} if source.dim == 1 else set())
+        """Exact density and moments (a Gaussian fit: `normal`); a CDF in 1-D; items unless it draws summaries."""
+        return frozenset({"log_prob", "moments", "normal"} | ({"cdf"} if source.dim == 1 else set())
                          | (set() if self.summary else {"items"}))
 
     def build(self, source, chains: int) -> "GaussianFamily":

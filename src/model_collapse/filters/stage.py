@@ -7,6 +7,7 @@ import math
 import numpy as np
 
 from ..errors import FilterError
+from ..interfaces import Begins
 
 
 def filtered_sample(model, filt, n: int, sample_rng: np.random.Generator, filter_rng: np.random.Generator,
@@ -20,7 +21,7 @@ def filtered_sample(model, filt, n: int, sample_rng: np.random.Generator, filter
     parts: list[list[np.ndarray]] | None = None
     have = drawn = None
     ask = n
-    if hasattr(filt, "begin"):   # a filter with memory across rounds (dedupe) starts the generation afresh
+    if isinstance(filt, Begins):   # a filter with memory across rounds (dedupe) starts the generation afresh
         filt.begin()
     for _ in range(max_rounds):
         x = model.sample(ask, sample_rng)

@@ -6,6 +6,7 @@ Every metric takes a Context and returns columns of shape (S,), one value per ch
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -25,6 +26,16 @@ class Context:
     store: Any = None     # the RunStore, for tables (store.add_table) beyond per-chain columns
     exp: Any = None       # the validated experiment (seed, generations, ...)
 
+    @cached_property
+    def caps(self) -> frozenset:
+        """What the fitted model declares it can do (kinds.CAPABILITIES) on this source."""
+        return frozenset(self.exp.model.capabilities(self.exp.source.declare())) if self.exp is not None else frozenset()
+
+    @cached_property
+    def truth_kind(self) -> str | None:
+        """The declared family of the source's truth (kinds.TRUTH_NAMES), None where unknown."""
+        return self.exp.source.declare().truth if self.exp is not None else None
+
 
 def params(ctx: Context) -> dict[str, np.ndarray]:
     """The fitted parameters (family-specific columns)."""
@@ -34,7 +45,7 @@ def params(ctx: Context) -> dict[str, np.ndarray]:
 def kl(ctx: Context) -> dict[str, np.ndarray]:
     """Closed-form KL(fitted || truth) for Gaussian and categorical families."""
     truth, model = ctx.source.truth, ctx.model
-    if hasattr(model, "p"):
+    if "probs" in ctx.caps:
         with np.errstate(divide="ignore", invalid="ignore"):
             terms = np.where(model.p > 0, model.p * np.log(model.p / truth.p), 0.0)
         return {"kl": terms.sum(axis=1)}
@@ -75,7 +86,7 @@ def wasserstein(ctx: Context) -> dict[str, np.ndarray]:
     """Exact 1-D Wasserstein-1 between fit and truth: closed form for two Gaussians,
     else the integral of |F - G| (trapezoid on a 1,001-point grid over +-8 sd)."""
     model, truth = ctx.model, ctx.source.truth
-    if type(model).__name__ == type(truth).__name__ == "GaussianFamily":
+    if "normal" in ctx.caps and ctx.truth_kind == "gaussian":   # both Gaussian: the folded normal
         return {"w1": _w1_gaussians(model.mean[:, 0], np.sqrt(model.cov[:, 0, 0]),
                                     truth.mean[0, 0], np.sqrt(truth.cov[0, 0, 0]))}
     x = _grid(ctx)
@@ -103,7 +114,7 @@ def tail(ctx: Context, k: float = 3.0) -> dict[str, np.ndarray]:
     """Mass beyond +-k sd of the truth (1-D: exact under the fit; d-dim: share of samples past the chi2 radius)."""
     from ..special import ndtr
     m0, c0 = ctx.source.truth.moments()
-    if ctx.model.dim == 1 and hasattr(ctx.model, "cdf"):
+    if "cdf" in ctx.caps:   # declared in 1-D only
         sd = np.sqrt(c0[0, 0, 0])
         lo, hi = m0[0, 0] - k * sd, m0[0, 0] + k * sd
         f = ctx.model.cdf(np.array([lo, hi]))
@@ -117,6 +128,6 @@ def tail(ctx: Context, k: float = 3.0) -> dict[str, np.ndarray]:
 
 def nll(ctx: Context) -> dict[str, np.ndarray]:
     """Mean negative log-likelihood of held-out true data under each chain's fit."""
-    if hasattr(ctx.model, "mean_log_prob"):  # exact and O(S d^2) for Gaussians
+    if "normal" in ctx.caps:  # exact and O(S d^2) for Gaussians
         return {"nll": -ctx.model.mean_log_prob(ctx.reference)}
     return {"nll": -ctx.model.log_prob(ctx.reference).mean(axis=1)}
