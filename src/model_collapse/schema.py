@@ -38,6 +38,15 @@ class Component(BaseModel):
         """Regimes: items per chain a run keeps in memory at most (0: not known; no memory check)."""
         return 0
 
+    def theory(self, exp, column: str):
+        """Families: g -> E[column at generation g] where a closed form applies to exp, else None
+        (declared beside the family it belongs to; theory.py holds the formulas)."""
+        return None
+
+    def theory_bound(self, exp, column: str):
+        """Families: a constant bound on E[column] drawn beside the closed form, else None."""
+        return None
+
     def capabilities(self, source) -> frozenset:
         """Families: what a model with this config can do on data from `source` (a SourceDecl)."""
         return frozenset()

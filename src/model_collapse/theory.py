@@ -81,60 +81,12 @@ def linreg_accumulate_bound(sigma: float, d: int, t: int) -> float:
     return sigma ** 2 * d / (t - d - 1) * np.pi ** 2 / 6
 
 
-def _linreg(exp, column: str):
-    """The linear-regression closed form for `test_error`, or None."""
-    fam, src, reg = exp.model, exp.source, exp.regime
-    if column != "test_error" or src.kind != "linreg" or fam.noise == "fitted":
-        return None
-    if reg.kind == "replace" or (reg.kind == "accumulate" and fam.design == "fixed"):
-        s = src.noise if fam.noise == "source" else float(fam.noise)
-        return lambda g: linreg_test_error(src.noise, src.dim, reg.n, g, reg.kind, s)
-    return None
-
-
-def _kde(exp, column: str):
-    """The KDE closed form for `var` (1-D) or `trace`, or None (Scott/Silverman use N, fixed under replace).
-
-    Only the truth's covariance enters, so a Gaussian-mixture truth has the same closed form."""
-    fam, n = exp.model, exp.regime.n
-    cov = exp.source.truth(1).moments()[1][0]
-    d = len(cov)
-    if (column, d == 1) not in (("var", True), ("trace", False)):
-        return None
-    bw = fam.bandwidth
-    h = {"scott": n ** (-1.0 / (d + 4)), "silverman": (n * (d + 2) / 4.0) ** (-1.0 / (d + 4))}.get(bw, bw)
-    return lambda g: kde_var(float(np.trace(cov)), d, n, float(h), g, fam.bandwidth_mode, fam.temperature)
-
-
 def bound(exp, column: str):
-    """A constant bound on E[column] drawn beside the closed form (linreg accumulate), else None."""
-    fam, src, reg = exp.model, exp.source, exp.regime
-    if (column == "test_error" and src.kind == "linreg" and fam.kind == "linreg" and fam.noise == "source"
-            and fam.design == "fixed" and reg.kind == "accumulate" and exp.filter.kind == "none"):
-        return float(linreg_accumulate_bound(src.noise, src.dim, reg.n))
-    return None
+    """A constant bound on E[column] drawn beside the closed form (the family's declaration), else None."""
+    return exp.model.theory_bound(exp, column) if exp.filter.kind == "none" else None
 
 
 def expected(exp, column: str):
-    """A function g -> E[column at generation g] when a closed form applies, else None."""
-    if exp.filter.kind != "none":
-        return None
-    if exp.model.kind == "linreg":
-        return _linreg(exp, column)
-    if exp.regime.kind != "replace":
-        return None
-    n, src, fam = exp.regime.n, exp.source, exp.model
-    if fam.kind == "gaussian" and src.kind == "gaussian":
-        cov = src.covariance()
-        if column == "var" and len(src.mean) == 1:
-            return lambda g: gaussian_var(cov[0, 0], n, g, fam.ddof, fam.temperature)
-        if column == "trace":
-            return lambda g: gaussian_var(np.trace(cov), n, g, fam.ddof, fam.temperature)
-        if column == "mean":
-            return lambda g: np.full(np.shape(g), src.mean[0], float)
-    if fam.kind == "kde" and src.kind in ("gaussian", "gmm"):
-        return _kde(exp, column)
-    if fam.kind == "categorical" and src.kind == "categorical" and fam.smoothing == 0 and column == "gini":
-        gini = 1 - (src.probs() ** 2).sum()
-        return lambda g: gini * (1 - 1 / n) ** (np.asarray(g) + 1)
-    return None
+    """A function g -> E[column at generation g] when the family declares a closed form for exp, else None
+    (a filter changes what is refitted, so none applies under one)."""
+    return exp.model.theory(exp, column) if exp.filter.kind == "none" else None

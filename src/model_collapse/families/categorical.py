@@ -27,6 +27,14 @@ class CategoricalConfig(Component):
 
     data_kinds: ClassVar[frozenset] = frozenset({"category"})
 
+    def theory(self, exp, column: str):
+        """E[gini] under replace without smoothing: gini_0 (1 - 1/N)^(g+1) (a multinomial refit)."""
+        if (exp.regime.kind != "replace" or exp.source.declare().truth != "categorical" or self.smoothing != 0
+                or column != "gini"):
+            return None
+        n, gini = exp.regime.n, 1 - (exp.source.probs() ** 2).sum()
+        return lambda g: gini * (1 - 1 / n) ** (np.asarray(g) + 1)
+
     def capabilities(self, source) -> frozenset:
         """Exact probabilities; items unless it draws counts."""
         return frozenset({"log_prob", "probs"} | (set() if self.summary else {"items"}))

@@ -39,6 +39,21 @@ class GaussianConfig(Component):
 
     data_kinds: ClassVar[frozenset] = frozenset({"vector"})
 
+    def theory(self, exp, column: str):
+        """E[column at generation g] under replace from a Gaussian truth (theory.gaussian_var), else None."""
+        from ..theory import gaussian_var
+        src, n = exp.source, exp.regime.n
+        if exp.regime.kind != "replace" or src.declare().truth != "gaussian":
+            return None
+        cov = src.covariance()
+        if column == "var" and len(src.mean) == 1:
+            return lambda g: gaussian_var(cov[0, 0], n, g, self.ddof, self.temperature)
+        if column == "trace":
+            return lambda g: gaussian_var(np.trace(cov), n, g, self.ddof, self.temperature)
+        if column == "mean":
+            return lambda g: np.full(np.shape(g), src.mean[0], float)
+        return None
+
     def capabilities(self, source) -> frozenset:
         """Exact density and moments (a Gaussian fit: `normal`); a CDF in 1-D; items unless it draws summaries."""
         return frozenset({"log_prob", "moments", "normal"} | ({"cdf"} if source.dim == 1 else set())

@@ -42,6 +42,21 @@ class KDEConfig(Component):
 
     data_kinds: ClassVar[frozenset] = frozenset({"vector"})
 
+    def theory(self, exp, column: str):
+        """E[var] (1-D) or E[trace] under replace (theory.kde_var): only the truth's covariance enters,
+        so a Gaussian-mixture truth has the same closed form; Scott/Silverman use N, fixed under replace."""
+        from ..theory import kde_var
+        if exp.regime.kind != "replace" or exp.source.declare().truth not in ("gaussian", "gmm"):
+            return None
+        n = exp.regime.n
+        cov = exp.source.truth(1).moments()[1][0]
+        d = len(cov)
+        if (column, d == 1) not in (("var", True), ("trace", False)):
+            return None
+        bw = self.bandwidth
+        h = {"scott": n ** (-1.0 / (d + 4)), "silverman": (n * (d + 2) / 4.0) ** (-1.0 / (d + 4))}.get(bw, bw)
+        return lambda g: kde_var(float(np.trace(cov)), d, n, float(h), g, self.bandwidth_mode, self.temperature)
+
     def capabilities(self, source) -> frozenset:
         """Items, exact density and moments; a CDF in 1-D."""
         return frozenset({"items", "log_prob", "moments"} | ({"cdf"} if source.dim == 1 else set()))

@@ -36,6 +36,26 @@ class LinRegConfig(Component):
 
     data_kinds: ClassVar[frozenset] = frozenset({"pairs"})
 
+    def theory(self, exp, column: str):
+        """E[test_error] under replace, or accumulate with a fixed design (theory.linreg_test_error)."""
+        from ..theory import linreg_test_error
+        src, reg = exp.source, exp.regime
+        if column != "test_error" or src.declare().truth != "linreg" or self.noise == "fitted":
+            return None
+        if reg.kind == "replace" or (reg.kind == "accumulate" and self.design == "fixed"):
+            s = src.noise if self.noise == "source" else float(self.noise)
+            return lambda g: linreg_test_error(src.noise, src.dim, reg.n, g, reg.kind, s)
+        return None
+
+    def theory_bound(self, exp, column: str):
+        """Gerstgrasser et al.'s pi^2/6 bound on accumulate's test error (fixed design, the source's noise)."""
+        from ..theory import linreg_accumulate_bound
+        src, reg = exp.source, exp.regime
+        if (column == "test_error" and src.declare().truth == "linreg" and self.noise == "source"
+                and self.design == "fixed" and reg.kind == "accumulate"):
+            return float(linreg_accumulate_bound(src.noise, src.dim, reg.n))
+        return None
+
     def capabilities(self, source) -> frozenset:
         """Labelled items; log_prob is the conditional density log p(y | x) of a pair."""
         return frozenset({"items", "log_prob"})
