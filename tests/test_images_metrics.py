@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from model_collapse.data import UNLABELLED
 from model_collapse.datasets.images import load_digits8x8
 from model_collapse.metrics import Context
 from model_collapse.metrics import images as im
@@ -99,7 +100,7 @@ def test_state_dict_round_trip_and_unlabelled_items(mlp, digits):
     clone.load_state_dict(npz_round_trip(mlp.state_dict()))
     np.testing.assert_array_equal(clone.predict(x)[1], mlp.predict(x)[1])
     y = test.labels.copy()
-    y[::2] = cl.UNLABELLED  # unlabelled items are skipped by evaluate (and by fit)
+    y[::2] = UNLABELLED  # unlabelled items are skipped by evaluate (and by fit)
     acc, _ = mlp.evaluate(x, y)
     assert acc == pytest.approx(mlp.evaluate(x[1::2], test.labels[1::2])[0])
     info = Classifier(ClassifierConfig(**{**FAST, "max_epochs": 2}), SHAPE, 10).fit(x, y, 0)

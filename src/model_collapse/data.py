@@ -13,6 +13,10 @@ from typing import Any
 
 import numpy as np
 
+# Images are (S, N, H*W + 1): pixels on 0..255, then the class label; this label marks an item
+# without a class (a generated image before a classifier labels it).
+UNLABELLED = 255
+
 from .errors import ConfigError
 
 Data = Any  # np.ndarray (S, N, ...) or a summary with .n, .merge, .from_array

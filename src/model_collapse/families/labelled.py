@@ -15,7 +15,8 @@ import time
 import numpy as np
 
 from ..nn.classifier import Classifier
-from .vae import UNLABELLED, VAEFamily
+from ..data import UNLABELLED
+from .vae import VAEFamily
 from .vae_config import LabelledVAEConfig  # noqa: F401 - re-exported
 
 

@@ -28,8 +28,8 @@ from ..errors import DivergenceError
 from ..nn.trainer import EarlyStopping, Trainer, evaluate, num_threads, resolve_device
 from ..nn.vae import VAE, normalise
 from .vae_config import VAEConfig
+from ..data import UNLABELLED
 
-UNLABELLED = 255                                         # label of a generated image
 DTYPES = {0: np.dtype(np.uint8), 1: np.dtype(np.float16)}  # state_dict code -> sample dtype
 EVAL_CHUNK = 4096                                        # items per chain per inference call (no graph is kept)
 

@@ -16,7 +16,8 @@ import math
 
 import numpy as np
 
-from ..nn.classifier import UNLABELLED, Classifier, ClassifierConfig
+from ..data import UNLABELLED
+from ..nn.classifier import Classifier, ClassifierConfig
 from .distribution import Context
 
 HIST_BINS = 10

@@ -30,7 +30,6 @@ from .config import ClassifierConfig
 from .trainer import AccuracyStopping, Trainer, evaluate, num_threads, resolve_device
 
 MEAN, STD = 0.1307, 0.3081  # MNIST pixel mean and std on [0, 1]; used for every image set
-UNLABELLED = 255             # label value of an item without a class (project-wide data layout)
 EVAL_BATCH = 4096            # inference batch: large, since no graph is kept
 CACHE_FORMAT = 2             # bump when the reference cache file layout changes (2: ImageClassifier keys)
 

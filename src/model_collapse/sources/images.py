@@ -17,7 +17,6 @@ from ..paths import cache_dir
 from ..kinds import SourceDecl
 from ..schema import Component
 
-UNLABELLED = 255
 
 
 class ImageSourceConfig(Component):
