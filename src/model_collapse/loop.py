@@ -99,6 +99,9 @@ def run_generations(exp, store, progress: bool | None = None) -> int:
     stateful = {m: fn for m, fn in metrics.items() if isinstance(fn, Stateful)}
     filt_state = filt if isinstance(filt, Stateful) else None
     timed = model if isinstance(model, Timed) else None
+    # The finiteness check reads the family's own parameter columns: from the recorded row when a
+    # metric records them all (`params` does), else from model.params().
+    param_cols, param_at = list(model.params()), None
     reference = source.reference(exp.reference_n, seeds.rng("reference"))
     real = source.real(regime.size(0), seeds.rng("real"))
     regime.first(real)
@@ -157,18 +160,19 @@ def run_generations(exp, store, progress: bool | None = None) -> int:
                     ctx = Context(g, model, samples, train, source, reference, seeds.lazy("metric", g), store, exp)
                     for name, fn in metrics.items():
                         tm = time.perf_counter()
-                        cols = fn(ctx)
-                        if name == "params":   # its columns' place in the row, for the finiteness check
-                            fitted = slice(len(rows), len(rows) + len(cols))
-                        rows.update(cols)
+                        rows.update(fn(ctx))
                         spent.append((name, time.perf_counter() - tm))
+                    if param_at is None:   # where the family's parameter columns sit in a row (fixed)
+                        keys = list(rows)
+                        param_at = [keys.index(c) for c in param_cols] if set(param_cols) <= set(keys) else []
+                    fitted = param_at or None
                 if fitted is None:
                     _check_finite(model.params(), g)
                 if rows:
                     table = store.add_rows(g, rows, exp.chains)
                     if fitted is not None and not np.isfinite(table[:, fitted]).all():
                         store.pending.pop()   # never commit a diverged generation
-                        _check_finite(dict(list(rows.items())[fitted]), g)
+                        _check_finite({param_cols[i]: table[:, j] for i, j in enumerate(fitted)}, g)
                 if g in snapshots or g == final:
                     store.save_snapshot(g, model.state_dict())
                 done = g
