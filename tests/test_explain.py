@@ -40,3 +40,24 @@ def test_explain_unknown_kind_is_one_line(capsys):
     assert main(["explain", "bogus"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "no component named 'bogus'" in err and "transformer" in err
+
+
+def _models():
+    """(label, pydantic model) of every registered component's fields, and the experiment's own."""
+    from model_collapse.config import Settings
+    from model_collapse.explain import COMPONENTS
+    from model_collapse.plugins import registry
+    out = [("experiment", Settings)]
+    for noun, group, _ in COMPONENTS:
+        for kind, entry in registry(group).items():
+            out.append((f"{noun} {kind}", entry.params if noun == "metric" else entry))
+    return out
+
+
+def test_every_field_has_a_description():
+    """A field added without a description fails here, whatever component it belongs to (the classifier
+    config nested in the vae family included)."""
+    from model_collapse.nn.config import ClassifierConfig
+    missing = [f"{label}: {name}" for label, model in [*_models(), ("classifier", ClassifierConfig)]
+               for name, _, _, desc in fields(model) if not desc.strip() and name not in ("kind", "name")]
+    assert missing == []

@@ -33,18 +33,30 @@ class Settings(BaseModel):
     """Fields shared by every experiment (components are added in experiment_model())."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
-    name: str = ""
-    description: str = ""
-    seed: int = Field(0, ge=0)
-    chains: int = Field(1, gt=0)
+    name: str = Field("", description=(
+        "the experiment's name (default: the recipe's file name); run directories are named after it"))
+    description: str = Field("", description=(
+        "what the experiment shows, in a sentence (its first line is shown by `collapse list`)"))
+    seed: int = Field(0, ge=0, description=(
+        "root of every random stream: SeedSequence(seed, spawn_key=(role, generation)), so a resumed run "
+        "draws the same numbers"))
+    chains: int = Field(1, gt=0, description=(
+        "independent replicate runs advanced together as arrays (one set of fits per chain)"))
     generations: int = Field(10, gt=0, description="rows per chain: generation 0 (fit to real data) .. generations-1")
-    # Each entry a metric name, or a mapping with its name and parameters: {name: tail, k: 2}.
-    metrics: list[Union[str, dict[str, Any]]] = ["params"]
-    reference_n: int = Field(10000, gt=0)
-    record_every: int = Field(1, gt=0)
-    snapshots: list[int] = []
-    checkpoint_seconds: float = Field(30.0, ge=0)
-    variants: dict[str, dict[str, Any]] = {}
+    metrics: list[Union[str, dict[str, Any]]] = Field(["params"], description=(
+        "Each entry a metric name, or a mapping with its name and parameters: {name: tail, k: 2}."))
+    reference_n: int = Field(10000, gt=0, description=(
+        "held-out true items the metrics score every generation on (shared by all chains)"))
+    record_every: int = Field(1, gt=0, description=(
+        "compute and record metrics on every k-th generation (the last one is always recorded)"))
+    snapshots: list[int] = Field([], description=(
+        "generations whose fitted model is kept under snapshots/ for the density figures (the last is always "
+        "kept)"))
+    checkpoint_seconds: float = Field(30.0, ge=0, description=(
+        "seconds between checkpoints (and at the end, and on a stop); 0 checkpoints every generation"))
+    variants: dict[str, dict[str, Any]] = Field({}, description=(
+        "named sets of dotted overrides run side by side into sub-directories, e.g. {mle: {model.ddof: 0}, "
+        "unbiased: {model.ddof: 1}}"))
 
 
 def _components(raw: dict) -> tuple[dict, list[str]]:

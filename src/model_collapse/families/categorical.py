@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import ClassVar, Literal
 
 import numpy as np
+from pydantic import Field
 
 from ..schema import Component
 
@@ -20,10 +21,10 @@ class CategoricalConfig(Component):
     """Config of the ``categorical`` family."""
 
     kind: Literal["categorical"] = "categorical"
-    # Additive pseudo-count per category; 0 is the MLE (lost categories stay lost).
-    smoothing: float = 0.0
-    # Draw category counts (exact multinomial) instead of N individual items.
-    summary: bool = False
+    smoothing: float = Field(0.0, description=(
+        "Additive pseudo-count per category; 0 is the MLE (lost categories stay lost)."))
+    summary: bool = Field(False, description=(
+        "Draw category counts (exact multinomial) instead of N individual items."))
 
     data_kinds: ClassVar[frozenset] = frozenset({"category"})
 

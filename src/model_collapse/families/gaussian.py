@@ -28,14 +28,19 @@ class GaussianConfig(Component):
     """Config of the ``gaussian`` family."""
 
     kind: Literal["gaussian"] = "gaussian"
-    covariance: Literal["full", "diag"] = "full"
-    ddof: Literal[0, 1] = 0
-    # Draw each generation's sufficient statistics (mean ~ Normal, scatter ~
-    # Wishart) instead of N points: exact in distribution, O(d^2) not O(N d).
-    summary: bool = False
-    var_floor: float = 1e-12
-    # Sampling bias lambda (Alemohammad et al. 2023): sample N(mu, lambda Sigma); 1 samples the fit itself.
-    temperature: float = Field(1.0, gt=0)
+    covariance: Literal["full", "diag"] = Field("full", description=(
+        "full: a full covariance matrix; diag: independent coordinates (a diagonal covariance)"))
+    ddof: Literal[0, 1] = Field(0, description=(
+        "0: the maximum-likelihood covariance (divide by N, Shumailov et al.'s collapsing estimator); 1: the "
+        "unbiased one (N - 1)"))
+    summary: bool = Field(False, description=(
+        "Draw each generation's sufficient statistics (mean ~ Normal, scatter ~ Wishart) instead of N points: "
+        "exact in distribution, O(d^2) not O(N d)."))
+    var_floor: float = Field(1e-12, description=(
+        "smallest variance kept on the diagonal, so a collapsed chain stays finite"))
+    temperature: float = Field(1.0, gt=0, description=(
+        "Sampling bias lambda (Alemohammad et al. 2023): sample N(mu, lambda Sigma); 1 samples the fit "
+        "itself."))
 
     data_kinds: ClassVar[frozenset] = frozenset({"vector"})
 

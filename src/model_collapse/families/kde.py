@@ -29,16 +29,15 @@ class KDEConfig(Component):
     """Config of the ``kde`` family."""
 
     kind: Literal["kde"] = "kde"
-    # A number is the factor h (kernel covariance = h^2 * data covariance, as
-    # scipy.stats.gaussian_kde); "scott" is n^(-1/(d+4)), "silverman"
-    # (n (d+2) / 4)^(-1/(d+4)).
-    bandwidth: Union[float, Literal["scott", "silverman"]] = "scott"
-    # relative: the kernel covariance is h^2 times the data covariance (scipy.stats.gaussian_kde);
-    # absolute: it is h^2 I, h the kernel sd in data units (scikit-learn's KernelDensity, whose
-    # "scott"/"silverman" are the same numbers n^(-1/(d+4)), ..., used as that sd).
-    bandwidth_mode: Literal["relative", "absolute"] = "relative"
-    # Sampling bias lambda: samples add kernel noise of covariance lambda * kernel covariance.
-    temperature: float = Field(1.0, gt=0)
+    bandwidth: Union[float, Literal["scott", "silverman"]] = Field("scott", description=(
+        "A number is the factor h (kernel covariance = h^2 * data covariance, as scipy.stats.gaussian_kde); "
+        "\"scott\" is n^(-1/(d+4)), \"silverman\" (n (d+2) / 4)^(-1/(d+4))."))
+    bandwidth_mode: Literal["relative", "absolute"] = Field("relative", description=(
+        "relative: the kernel covariance is h^2 times the data covariance (scipy.stats.gaussian_kde); "
+        "absolute: it is h^2 I, h the kernel sd in data units (scikit-learn's KernelDensity, whose "
+        "\"scott\"/\"silverman\" are the same numbers n^(-1/(d+4)), ..., used as that sd)."))
+    temperature: float = Field(1.0, gt=0, description=(
+        "Sampling bias lambda: samples add kernel noise of covariance lambda * kernel covariance."))
 
     data_kinds: ClassVar[frozenset] = frozenset({"vector"})
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 from typing import ClassVar, Literal, Union
 
 import numpy as np
+from pydantic import Field
 
 from ..errors import ConfigError
 from ..schema import Component
@@ -27,12 +28,12 @@ class LinRegConfig(Component):
     """Config of the ``linreg`` family."""
 
     kind: Literal["linreg"] = "linreg"
-    # fixed: samples relabel the design X of the first fit (generation 0's real x), the papers'
-    # setting; fresh: every sample draws new x from the source's feature distribution.
-    design: Literal["fixed", "fresh"] = "fixed"
-    # Noise sd of the synthetic labels: "source" is the true sigma (the papers' setting),
-    # "fitted" the residual sd sqrt(RSS / (N - d)) of each chain's fit, or a number.
-    noise: Union[float, Literal["source", "fitted"]] = "source"
+    design: Literal["fixed", "fresh"] = Field("fixed", description=(
+        "fixed: samples relabel the design X of the first fit (generation 0's real x), the papers' setting; "
+        "fresh: every sample draws new x from the source's feature distribution."))
+    noise: Union[float, Literal["source", "fitted"]] = Field("source", description=(
+        "Noise sd of the synthetic labels: \"source\" is the true sigma (the papers' setting), \"fitted\" the "
+        "residual sd sqrt(RSS / (N - d)) of each chain's fit, or a number."))
 
     data_kinds: ClassVar[frozenset] = frozenset({"pairs"})
 

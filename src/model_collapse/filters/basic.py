@@ -30,9 +30,10 @@ class RandomFilterConfig(Component):
 
     kind: Literal["random"] = "random"
     needs: ClassVar[Needs] = Needs(model=("items",))   # it keeps a subset of items: summaries cannot be filtered
-    p: float = Field(0.5, gt=0, le=1)
-    match: Optional[dict[str, Any]] = None   # a selective filter's config, e.g. {kind: verifier, p: 0.8}
-    max_rounds: int = Field(10, ge=1)   # draws before giving up with a clear error
+    p: float = Field(0.5, gt=0, le=1, description="probability of keeping each sample (unused with match)")
+    match: Optional[dict[str, Any]] = Field(None, description=(
+        "a selective filter's config, e.g. {kind: verifier, p: 0.8}"))
+    max_rounds: int = Field(10, ge=1, description="draws before giving up with a clear error")
 
     @field_validator("match")
     @classmethod

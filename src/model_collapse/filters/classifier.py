@@ -50,9 +50,12 @@ class ConfidenceFilterConfig(Component):
 
     kind: Literal["confidence"] = "confidence"
     needs: ClassVar[Needs] = Needs(kinds=("image",), model=("items",), source=("reference_classifier",))
-    c: Optional[float] = Field(None, ge=0, le=1)
-    q: Optional[float] = Field(None, gt=0, le=1)
-    max_rounds: int = Field(10, ge=1)
+    c: Optional[float] = Field(None, ge=0, le=1, description=(
+        "keep samples whose reference-classifier max-probability is at least c (give c or q)"))
+    q: Optional[float] = Field(None, gt=0, le=1, description=(
+        "keep the top q share of each chain's batch by max-probability (give c or q; neither: q = 0.5)"))
+    max_rounds: int = Field(10, ge=1, description=(
+        "draws before giving up with a clear error (a threshold c can starve a poor generator)"))
 
     @model_validator(mode="before")
     @classmethod
@@ -98,10 +101,10 @@ class VerifierFilterConfig(Component):
     # The label must come from the generator side (its own classifier, labels: own): labels
     # written by the reference classifier itself would always agree.
     needs: ClassVar[Needs] = Needs(kinds=("image",), model=("items", "classify"), source=("reference_classifier",))
-    # Default 0.8: a good but imperfect verifier, and one that fills a generation from any generator
-    # (at p = 1 a generator whose labels never agree with the reference starves the stage).
-    p: float = Field(0.8, ge=0, le=1)
-    max_rounds: int = Field(10, ge=1)
+    p: float = Field(0.8, ge=0, le=1, description=(
+        "Default 0.8: a good but imperfect verifier, and one that fills a generation from any generator (at p "
+        "= 1 a generator whose labels never agree with the reference starves the stage)."))
+    max_rounds: int = Field(10, ge=1, description="draws before giving up with a clear error")
 
     def build(self, source):
         """The filter object for a run."""

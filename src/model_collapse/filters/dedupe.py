@@ -36,9 +36,11 @@ class DedupeFilterConfig(Component):
 
     kind: Literal["dedupe"] = "dedupe"
     needs: ClassVar[Needs] = Needs(kinds=("vector", "image", "text", "pairs"), model=("items",))
-    eps: float = Field(0.0, ge=0)
-    across_rounds: bool = True
-    max_rounds: int = Field(10, ge=1)
+    eps: float = Field(0.0, ge=0, description=(
+        "Euclidean distance at or below which a sample duplicates an earlier kept one; 0 drops exact copies"))
+    across_rounds: bool = Field(True, description=(
+        "also compare with samples kept in earlier refill rounds of the same generation"))
+    max_rounds: int = Field(10, ge=1, description="draws before giving up with a clear error")
 
     def check(self, exp) -> list[tuple[str, str]]:
         """Text blocks are compared exactly."""

@@ -45,10 +45,14 @@ class LikelihoodFilterConfig(Component):
 
     kind: Literal["likelihood"] = "likelihood"
     needs: ClassVar[Needs] = Needs(model=("items",))   # the scorer's needs depend on `under`: see check()
-    under: Literal["truth", "gen0"] = "truth"
-    q: float = Field(0.1, ge=0, lt=1)
-    of: Literal["real", "batch"] = "real"
-    max_rounds: int = Field(10, ge=1)
+    under: Literal["truth", "gen0"] = Field("truth", description=(
+        "score samples by their log-density under the truth, or under the generation-0 model (kept from the "
+        "first fit)"))
+    q: float = Field(0.1, ge=0, lt=1, description=(
+        "keep samples at or above the q-quantile of the reference log-densities"))
+    of: Literal["real", "batch"] = Field("real", description=(
+        "the q-quantile of real data's log-densities (real) or of the chain's own batch (batch)"))
+    max_rounds: int = Field(10, ge=1, description="draws before giving up with a clear error")
 
     def check(self, exp) -> list[tuple[str, str]]:
         """under: truth needs a source with a known density; under: gen0 a model with log_prob."""

@@ -30,66 +30,78 @@ class Params(BaseModel):
 class TailParams(Params):
     """`tail`: mass beyond k true standard deviations."""
 
-    k: float = Field(3.0, gt=0)
+    k: float = Field(3.0, gt=0, description=(
+        "tail boundary in true standard deviations (1-D: mass beyond mean +- k sd; d-dim: the chi2 radius of "
+        "the same mass)"))
 
 
 class ClassesParams(Params):
     """`classes`: how many samples per chain the reference classifier labels."""
 
-    n: int = Field(10000, gt=0)
+    n: int = Field(10000, gt=0, description=(
+        "samples per chain the reference classifier labels for the class histogram"))
 
 
 class MatrixParams(Params):
     """`classifier_matrix`: labelled items per generation kept to score later classifiers."""
 
-    subset: int = Field(2000, gt=0)
+    subset: int = Field(2000, gt=0, description=(
+        "labelled items of each generation kept to score every later generation's classifier"))
 
 
 class TokenTailParams(Params):
     """`token_tail`: the rank in the real frequency table from which a token counts as tail (default V/2)."""
 
-    r: Optional[int] = Field(None, ge=1)
+    r: Optional[int] = Field(None, ge=1, description=(
+        "rank in the real token-frequency table from which a token counts as tail (default: half the "
+        "vocabulary)"))
 
 
 class PplGen0Params(Params):
     """`ppl_gen0`: histogram bins (log-spaced from 1 to max_ppl, default twice the vocabulary size)."""
 
-    bins: int = Field(100, ge=2)
-    max_ppl: Optional[float] = Field(None, gt=1)
+    bins: int = Field(100, ge=2, description=(
+        "histogram bins of the per-block perplexities under the generation-0 model (Shumailov et al.'s "
+        "figure)"))
+    max_ppl: Optional[float] = Field(None, gt=1, description=(
+        "upper edge of the log-spaced bins (default: twice the vocabulary size)"))
 
 
 class TextSamplesParams(Params):
     """`text_samples`: decoded sample blocks kept per chain, and for how many chains."""
 
-    n: int = Field(3, ge=1)
-    chains: int = Field(1, ge=1)
+    n: int = Field(3, ge=1, description="decoded sample blocks kept per chain each generation")
+    chains: int = Field(1, ge=1, description="how many chains' samples are kept")
 
 
 class FidParams(Params):
     """`fid`: samples per chain compared with as many fixed real test images (FID depends on it)."""
 
-    n: int = Field(10000, ge=2)
+    n: int = Field(10000, ge=2, description=(
+        "samples per chain compared with as many fixed real test images (FID depends on n)"))
 
 
 class PrdcParams(Params):
     """`prdc`: samples per chain and real test images (n), nearest neighbours (k; Naeem et al. 2020: 5)."""
 
-    n: int = Field(10000, ge=2)
-    k: int = Field(5, ge=1)
+    n: int = Field(10000, ge=2, description="samples per chain and real test images compared")
+    k: int = Field(5, ge=1, description="nearest neighbours defining each manifold's radii (Naeem et al. 2020: 5)")
 
 
 class MemorisationParams(Params):
     """`memorisation`: samples per chain and real test images (n); quantile q of test-to-train distances."""
 
-    n: int = Field(10000, ge=2)
-    q: float = Field(0.05, gt=0, lt=1)
+    n: int = Field(10000, ge=2, description="samples per chain and real test images compared")
+    q: float = Field(0.05, gt=0, lt=1, description=(
+        "quantile of test-to-train distances below which a sample counts as a copy of a training image"))
 
 
 class SparsityParams(Params):
     """`latent_sparsity`: held-out real images encoded (n); Var_x of a mean code below threshold = collapsed."""
 
-    n: int = Field(2000, ge=2)
-    threshold: float = Field(0.01, gt=0)
+    n: int = Field(2000, ge=2, description="held-out real images encoded")
+    threshold: float = Field(0.01, gt=0, description=(
+        "a latent coordinate whose mean code varies less than this across images counts as collapsed"))
 
 
 @dataclass(frozen=True)

@@ -36,7 +36,9 @@ class ReplaceConfig(Component):
     kind: Literal["replace"] = "replace"
     example: ClassVar[dict] = {"n": 40}
     example_sizes: ClassVar[tuple] = (40, 40, 40, 40)
-    n: int = Field(1000, gt=0)
+    n: int = Field(1000, gt=0, description=(
+        "items per generation: each generation trains on n samples of the previous model (generation 0 on n "
+        "real items)"))
 
     def items_held(self, generations: int) -> int:
         """Items per chain a run keeps in memory at most (the memory estimate of validation)."""
@@ -141,15 +143,16 @@ class MixConfig(Component):
     kind: Literal["mix"] = "mix"
     example: ClassVar[dict] = {"n": 40, "truth": 0.25, "real": 0.25, "previous": 0.25, "fitted": 0.25, "grow": 10}
     example_sizes: ClassVar[tuple] = (50, 60, 70, 80)   # n + grow * g
-    n: int = Field(1000, gt=0)
-    grow: int = Field(0, ge=0)  # training-set size at generation g >= 1 is n + grow * g
-    # Size of the real set generation 0 trains on (default n). The `real` share draws from this
-    # set, so real * n >= real_n puts all of it in every generation (Alemohammad et al. 2023).
-    real_n: Optional[int] = Field(None, gt=0)
-    truth: float = 0.0          # fresh draws from the true distribution (or the real pool)
-    real: float = 0.0
-    previous: float = 0.0
-    fitted: float = 1.0
+    n: int = Field(1000, gt=0, description="training-set size at generation 1 (n + grow * g at generation g)")
+    grow: int = Field(0, ge=0, description="training-set size at generation g >= 1 is n + grow * g")
+    real_n: Optional[int] = Field(None, gt=0, description=(
+        "Size of the real set generation 0 trains on (default n). The `real` share draws from this set, so "
+        "real * n >= real_n puts all of it in every generation (Alemohammad et al. 2023)."))
+    truth: float = Field(0.0, description="fresh draws from the true distribution (or the real pool)")
+    real: float = Field(0.0, description=(
+        "share of each training set drawn from the fixed real set (Bertrand et al. 2024's lambda)"))
+    previous: float = Field(0.0, description="share drawn from the previous generation's training set")
+    fitted: float = Field(1.0, description="share of fresh samples of the latest fitted model")
 
     def items_held(self, generations: int) -> int:
         """The largest training set, the previous one and the real set."""
@@ -174,14 +177,17 @@ class ScheduleConfig(Component):
     kind: Literal["schedule"] = "schedule"
     example: ClassVar[dict] = {"n": 40}
     example_sizes: ClassVar[tuple] = (40, 40, 40, 40)
-    n: int = Field(1000, gt=0)
-    grow: int = Field(0, ge=0)
-    shape: Literal["linear", "step", "exponential"] = "linear"
-    start: float = 0.0
-    end: float = 1.0
-    over: int = Field(100, gt=0)  # generations to go from start to end
-    rate: float = 0.05  # exponential: share = end - (end - start) * exp(-rate * g)
-    rest: Literal["truth", "real"] = "truth"  # fresh true samples, or a subset of the fixed real set
+    n: int = Field(1000, gt=0, description="training-set size at generation 1 (n + grow * g at generation g)")
+    grow: int = Field(0, ge=0, description="items added to the training set per generation")
+    shape: Literal["linear", "step", "exponential"] = Field("linear", description=(
+        "how the synthetic share moves from start to end: linear over `over` generations, a step at `over`, "
+        "or exponential at `rate`"))
+    start: float = Field(0.0, description="synthetic share at generation 1")
+    end: float = Field(1.0, description="synthetic share reached (linear, step) or approached (exponential)")
+    over: int = Field(100, gt=0, description="generations to go from start to end")
+    rate: float = Field(0.05, description="exponential: share = end - (end - start) * exp(-rate * g)")
+    rest: Literal["truth", "real"] = Field("truth", description=(
+        "fresh true samples, or a subset of the fixed real set"))
 
     def items_held(self, generations: int) -> int:
         """The largest training set, the previous one and the real set."""

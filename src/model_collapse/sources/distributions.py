@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Literal, Optional, Union
 
 import numpy as np
+from pydantic import Field
 
 from ..families.categorical import CategoricalFamily
 from ..families.gaussian import GaussianFamily
@@ -29,9 +30,11 @@ class GaussianSourceConfig(Component):
     """Truth N(mean, cov); give std (per axis, diagonal) or cov (full)."""
 
     kind: Literal["gaussian"] = "gaussian"
-    mean: list[float] = [0.0]
-    std: Optional[list[float]] = None
-    cov: Optional[list[list[float]]] = None
+    mean: list[float] = Field([0.0], description="the true mean, one value per dimension")
+    std: Optional[list[float]] = Field(None, description=(
+        "the true standard deviation per axis (a diagonal covariance); give std or cov"))
+    cov: Optional[list[list[float]]] = Field(None, description=(
+        "the full true covariance matrix (d x d, positive definite); give std or cov"))
 
     def declare(self) -> SourceDecl:
         """Vectors of len(mean) dimensions from a known Gaussian truth."""
@@ -74,10 +77,13 @@ class GMMSourceConfig(Component):
     """Truth: a Gaussian mixture; means (K,) or (K, d), stds (K,) / (K, d) or covs (K, d, d)."""
 
     kind: Literal["gmm"] = "gmm"
-    weights: list[float] = [0.5, 0.5]
-    means: Union[list[float], list[list[float]]] = [-2.0, 2.0]
-    stds: Optional[Union[list[float], list[list[float]]]] = None
-    covs: Optional[list[list[list[float]]]] = None
+    weights: list[float] = Field([0.5, 0.5], description="the true component weights (summing to 1)")
+    means: Union[list[float], list[list[float]]] = Field([-2.0, 2.0], description=(
+        "component means: (K,) in 1-D or (K, d)"))
+    stds: Optional[Union[list[float], list[list[float]]]] = Field(None, description=(
+        "component standard deviations: (K,) or (K, d) per axis; give stds or covs"))
+    covs: Optional[list[list[list[float]]]] = Field(None, description=(
+        "component covariance matrices (K, d, d); give stds or covs"))
 
     def declare(self) -> SourceDecl:
         """Vectors from a known Gaussian-mixture truth."""
@@ -128,9 +134,10 @@ class CategoricalSourceConfig(Component):
     """Truth: K categories, uniform or Zipfian p_k proportional to k^-exponent."""
 
     kind: Literal["categorical"] = "categorical"
-    k: int = 10
-    dist: Literal["uniform", "zipf"] = "uniform"
-    exponent: float = 1.0
+    k: int = Field(10, description="number of categories")
+    dist: Literal["uniform", "zipf"] = Field("uniform", description=(
+        "the true probabilities: uniform, or Zipf (p_i proportional to i^-exponent)"))
+    exponent: float = Field(1.0, description="the Zipf exponent s (dist: zipf)")
 
     def declare(self) -> SourceDecl:
         """Category indices from a known categorical truth."""

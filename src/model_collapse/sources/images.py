@@ -11,6 +11,7 @@ from functools import cached_property
 from typing import Literal, Optional
 
 import numpy as np
+from pydantic import Field
 
 from ..datasets import load_images
 from ..paths import cache_dir
@@ -23,10 +24,11 @@ class ImageSourceConfig(Component):
     """A real image data set; `n` items of its training split form generation 0."""
 
     kind: Literal["mnist", "fashion-mnist", "emnist", "digits"] = "mnist"
-    subset: str = "balanced"            # EMNIST only: balanced, letters, digits, byclass, bymerge, mnist
-    folder: Optional[str] = None        # MNIST / Fashion-MNIST: a folder holding the four .gz files
-    dtype: Literal["uint8", "float16"] = "uint8"
-    classifier: Literal["cnn", "mlp"] = "cnn"   # architecture of the reference classifier
+    subset: str = Field("balanced", description="EMNIST only: balanced, letters, digits, byclass, bymerge, mnist")
+    folder: Optional[str] = Field(None, description="MNIST / Fashion-MNIST: a folder holding the four .gz files")
+    dtype: Literal["uint8", "float16"] = Field("uint8", description=(
+        "storage of the pixel layout: uint8, or float16 to keep generated pixels un-quantised"))
+    classifier: Literal["cnn", "mlp"] = Field("cnn", description="architecture of the reference classifier")
 
     def declare(self) -> SourceDecl:
         """Labelled images, with a reference classifier trained once on the real data."""

@@ -22,9 +22,10 @@ class LinRegSourceConfig(Component):
     """Truth: y = x.w* + noise with x ~ N(0, I_dim); w* defaults to 1/sqrt(dim) per entry (||w*|| = 1)."""
 
     kind: Literal["linreg"] = "linreg"
-    dim: int = Field(10, ge=1)
-    weights: Optional[list[float]] = None
-    noise: float = Field(1.0, gt=0)   # sigma, the sd of the label noise
+    dim: int = Field(10, ge=1, description="d, the number of features (x ~ N(0, I_d))")
+    weights: Optional[list[float]] = Field(None, description=(
+        "the true w* (d values); default 1/sqrt(d) per entry, so ||w*|| = 1"))
+    noise: float = Field(1.0, gt=0, description="sigma, the sd of the label noise")
 
     def declare(self) -> SourceDecl:
         """Pairs of dim features and a label, from a known linear-model truth."""

@@ -20,31 +20,37 @@ class GMMConfig(Component):
     """Config of the ``gmm`` family (defaults reproduce scikit-learn's GaussianMixture)."""
 
     kind: Literal["gmm"] = "gmm"
-    components: int = Field(2, ge=1)
-    covariance: Literal["full", "diag"] = "full"
-    # "kmeans++": fresh k-means++ + Lloyd start every generation (scikit-learn's default);
-    # "warm": EM from the previous generation's fit (k-means++ on the first fit, and again
-    # on any chain whose previous fit was degenerate).
-    init: Literal["warm", "kmeans++"] = "kmeans++"
-    # Stop EM when the mean per-sample log-likelihood changes by less than tol (scikit-learn).
-    tol: float = Field(1e-3, gt=0)
-    max_iter: int = Field(100, ge=1)
-    reg_covar: float = Field(1e-6, ge=0)
-    # Lloyd's k-means inside the k-means++ start: scikit-learn's max_iter and relative tol.
-    kmeans_iter: int = Field(300, ge=1)
-    kmeans_tol: float = Field(1e-4, ge=0)
-    # A component whose responsibilities sum to less than min_count points is "empty".
-    min_count: float = Field(1.0, ge=0)
-    # Absolute variance floor on top of reg_covar, so reg_covar = 0 cannot divide by zero.
-    var_floor: float = Field(1e-12, gt=0)
-    # Samples come grouped by component (as scikit-learn's sample); shuffle makes their order
-    # exchangeable, for regimes that take a prefix.
-    shuffle: bool = False
-    # Sampling bias lambda (Alemohammad et al. 2023): each component samples N(mu_k, lambda Sigma_k);
-    # the weights and the fit are unchanged. 1 samples the fit itself.
-    temperature: float = Field(1.0, gt=0)
-    backend: Literal["auto", "c", "numpy"] = "auto"
-    threads: int = Field(0, ge=0)   # 0: every CPU this process may use
+    components: int = Field(2, ge=1, description=(
+        "K, the mixture components fitted per chain (at most the training points per generation)"))
+    covariance: Literal["full", "diag"] = Field("full", description=(
+        "full or diag covariance per component (scikit-learn's covariance_type)"))
+    init: Literal["warm", "kmeans++"] = Field("kmeans++", description=(
+        "\"kmeans++\": fresh k-means++ + Lloyd start every generation (scikit-learn's default); \"warm\": EM "
+        "from the previous generation's fit (k-means++ on the first fit, and again on any chain whose "
+        "previous fit was degenerate)."))
+    tol: float = Field(1e-3, gt=0, description=(
+        "Stop EM when the mean per-sample log-likelihood changes by less than tol (scikit-learn)."))
+    max_iter: int = Field(100, ge=1, description="EM iterations at most per fit (scikit-learn's max_iter)")
+    reg_covar: float = Field(1e-6, ge=0, description=(
+        "added to every component's covariance diagonal (scikit-learn's reg_covar)"))
+    kmeans_iter: int = Field(300, ge=1, description=(
+        "Lloyd's k-means inside the k-means++ start: scikit-learn's max_iter and relative tol."))
+    kmeans_tol: float = Field(1e-4, ge=0, description=(
+        "relative tolerance of the k-means inside the k-means++ start (scikit-learn's tol)"))
+    min_count: float = Field(1.0, ge=0, description=(
+        "A component whose responsibilities sum to less than min_count points is \"empty\"."))
+    var_floor: float = Field(1e-12, gt=0, description=(
+        "Absolute variance floor on top of reg_covar, so reg_covar = 0 cannot divide by zero."))
+    shuffle: bool = Field(False, description=(
+        "Samples come grouped by component (as scikit-learn's sample); shuffle makes their order "
+        "exchangeable, for regimes that take a prefix."))
+    temperature: float = Field(1.0, gt=0, description=(
+        "Sampling bias lambda (Alemohammad et al. 2023): each component samples N(mu_k, lambda Sigma_k); the "
+        "weights and the fit are unchanged. 1 samples the fit itself."))
+    backend: Literal["auto", "c", "numpy"] = Field("auto", description=(
+        "auto: the compiled 1-D C kernel where it applies, else NumPy; c: require the kernel; numpy: always "
+        "NumPy"))
+    threads: int = Field(0, ge=0, description="0: every CPU this process may use")
 
     data_kinds: ClassVar[frozenset] = frozenset({"vector"})
 
