@@ -72,10 +72,10 @@ class GMMConfig(Component):
 
 
 class _Tempered:
-    """What the samplers read of a family (means, covs, threads), covariances scaled by lambda."""
+    """What the samplers read of a family (means, covs), covariances scaled by lambda."""
 
     def __init__(self, fam: "GMMFamily", lam: float):
-        self.means, self.covs, self._threads = fam.means, fam.covs * lam, fam._threads
+        self.means, self.covs = fam.means, fam.covs * lam
 
 
 class GMMFamily:
@@ -159,7 +159,8 @@ class GMMFamily:
             fresh = ~self.fitted | self.degenerate          # first fit, or re-seed after a collapse
         runner = self._get_runner()
         if runner is not None:
-            runner.fit(self, x, rng, fresh)
+            self.weights, self.means, self.covs, self._diag = runner.fit(
+                x, rng, fresh, self.weights, self.means, self.covs, self.threads_for(s * n))
         else:
             # Uniforms for k-means++ are drawn on every fit (used or not), as in the kernel, so the
             # stream never depends on which chains restart.
@@ -187,7 +188,7 @@ class GMMFamily:
             raise RuntimeError(f"backend='c' but the GMM kernel could not be built: {fast._KERNEL['error']}")
         return kern
 
-    def _threads(self, work: int) -> int:
+    def threads_for(self, work: int) -> int:
         """Threads for this much work (points): one below ~50k points, where dispatch costs more."""
         if work < 50_000 or self.chains == 1:
             return 1
@@ -214,7 +215,8 @@ class GMMFamily:
         # At temperature 1 the family itself is sampled, so the default draws stay bit-identical.
         src = self if self.cfg.temperature == 1.0 else _Tempered(self, self.cfg.temperature)
         if runner is not None:
-            x = runner.sample(src, raw, npair, counts, n)[:m].reshape(s, n, 1)
+            flat = runner.sample(src.means, src.covs, raw, npair, counts, n, self.threads_for(s * n))
+            x = flat[:m].reshape(s, n, 1)
         else:
             z = box_muller(raw)[:m].reshape(s, n, d)
             x = _affine_numpy(z, counts, src.means, src.covs)

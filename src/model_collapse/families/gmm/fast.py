@@ -103,8 +103,10 @@ class _Runner1D:
             buf = self.scratch[part] = np.empty(size)
         return _addr(buf)
 
-    def fit(self, fam: GMMFamily, x: np.ndarray, rng: np.random.Generator, fresh) -> None:
-        """Fit (S, N, 1) data in place of fam's parameters (new arrays, the old ones untouched)."""
+    def fit(self, x: np.ndarray, rng: np.random.Generator, fresh, weights: np.ndarray, means: np.ndarray,
+            covs: np.ndarray, threads: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """EM on (S, N, 1) data from the current (S, K) weights, (S, K, 1) means and (S, K, 1, 1) covs;
+        returns new (weights, means, covs, diagnostics (S, 4)); the arrays given are left untouched."""
         s, n = x.shape[:2]
         rng.random(out=self.u)   # drawn on every fit (used or not), as the NumPy path
         if fresh is None:
@@ -112,31 +114,31 @@ class _Runner1D:
         else:
             self.fresh[:] = fresh
             pf = self.ptr["fresh"]
-        w, mu, var = fam.weights.copy(), fam.means.copy(), fam.covs.copy()   # the kernel updates these
+        w, mu, var = weights.copy(), means.copy(), covs.copy()   # the kernel updates these
         diag = np.empty((s, 4))
         opts = self._opts(n)
         args = [_addr(x) if x.flags.writeable else x.ctypes.data, self.ptr["u"], pf,
                 _addr(w), _addr(mu), _addr(var), _addr(diag)]
-        threads = fam._threads(s * n)
         if threads == 1:
             self.kern.fit1d(args[0], 0, s, opts, *args[1:], self._scratch(0, n))
         else:
             parts = _split(s, threads)
             scratch = {lo: self._scratch(j, n) for j, (lo, hi) in enumerate(parts)}
             self.kern.map(lambda lo, hi: self.kern.fit1d(args[0], lo, hi, opts, *args[1:], scratch[lo]), parts)
-        fam.weights, fam.means, fam.covs, fam._diag = w, mu, var, diag
+        return w, mu, var, diag
 
-    def sample(self, fam: GMMFamily, raw: np.ndarray, npair: int, counts: np.ndarray, n: int) -> np.ndarray:
-        """Flat (2 npair,) draws, the first S n of them in chain-major order."""
-        mu = np.ascontiguousarray(fam.means[:, :, 0])
-        sd = np.sqrt(fam.covs[:, :, 0, 0])
+    def sample(self, means: np.ndarray, covs: np.ndarray, raw: np.ndarray, npair: int, counts: np.ndarray, n: int,
+               threads: int) -> np.ndarray:
+        """Flat (2 npair,) draws from components (S, K, 1) means and (S, K, 1, 1) covs, the first S n of them in
+        chain-major order."""
+        mu = np.ascontiguousarray(means[:, :, 0])
+        sd = np.sqrt(covs[:, :, 0, 0])
         pm, psd = _addr(mu), _addr(sd)
         s, k = counts.shape
         out = np.empty(2 * npair)
         c = counts if counts.dtype == np.int64 and counts.flags.c_contiguous else np.ascontiguousarray(counts, np.int64)
         pr, po, pc = _addr(raw), _addr(out), _addr(c)
         f = self.kern.sample1d
-        threads = fam._threads(s * n)
         if threads == 1:
             f(pr, npair, 0, npair, po, 0, s, n, k, pc, pm, psd)
             return out
