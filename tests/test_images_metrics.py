@@ -194,6 +194,18 @@ class FakeStore:
         self.tables.setdefault(name, []).extend(rows)
 
 
+def test_classifier_fixed_epochs_ignore_early_stopping(digits):
+    """`epochs` (the shared training config's fixed-epoch protocol) trains exactly that many epochs even where
+    held-out accuracy would have stopped it: patience 1 and a target every fit reaches at once."""
+    train, _ = digits
+    x, y = train.images.reshape(len(train), -1), train.labels
+    stopped = Classifier(ClassifierConfig(**{**FAST, "val_fraction": 0.2, "patience": 1, "target_accuracy": 0.01}),
+                         SHAPE, 10).fit(x, y, 0)
+    fixed = Classifier(ClassifierConfig(**{**FAST, "val_fraction": 0.2, "patience": 1, "target_accuracy": 0.01,
+                                           "epochs": 4}), SHAPE, 10).fit(x, y, 0)
+    assert stopped["epochs"] == 1 and fixed["epochs"] == 4
+
+
 def fake_generations(digits, chains=2):
     """Three generations of (train, classifiers): real digits, then noisier ones labelled by
     the previous generation's classifier, as the MNIST protocol labels generated digits."""

@@ -125,6 +125,32 @@ def test_accuracy_stopping_target_patience_and_ties():
     assert stop.active.tolist() == [False, False]                                    # two stale epochs
 
 
+def test_accuracy_stopping_waits_for_min_epochs():
+    stop = AccuracyStopping(1, patience=1, target=0.5, min_epochs=3)
+    for e in range(4):                               # at the target from epoch 0, stale from epoch 1
+        stop.update(e, (torch.tensor([0.9], dtype=torch.float64), torch.tensor([1.0], dtype=torch.float64)))
+        assert bool(stop.active) == (e < 2), e       # but it trains epochs 0, 1, 2
+
+
+def test_neural_families_share_one_training_config():
+    """VAE, transformer and classifier configs inherit TrainingConfig's fields: one description and one set of
+    constraints each; a family restates a default (and why), never the field; `kind` stays first."""
+    from model_collapse.families.transformer_config import TransformerConfig
+    from model_collapse.families.vae_config import VAEConfig
+    from model_collapse.nn.config import ClassifierConfig, TrainingConfig
+    shared = {k: f for k, f in TrainingConfig.model_fields.items() if k != "kind"}
+    assert {"lr", "batch", "epochs", "patience", "device", "precision", "compile", "threads"} <= set(shared)
+    for cls in (VAEConfig, TransformerConfig, ClassifierConfig):
+        assert issubclass(cls, TrainingConfig) and next(iter(cls.model_fields)) == "kind"
+        for name, base in shared.items():
+            f = cls.model_fields[name]
+            assert f.description.startswith(base.description) and f.metadata == base.metadata, (cls, name)
+            assert f.annotation == base.annotation, (cls, name)
+    with pytest.raises(ValueError, match="early stopping needs held-out data"):
+        VAEConfig(val_fraction=0)
+    assert ClassifierConfig(val_fraction=0).max_epochs == 30       # the classifier then runs max_epochs
+
+
 def test_chain_batched_training_equals_separate_trainings():
     x, y = data(chains=3, n=96)
     together = Tiny(3)

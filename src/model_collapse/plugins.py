@@ -19,7 +19,7 @@ from functools import lru_cache
 from importlib.metadata import entry_points
 from typing import Literal
 
-from pydantic import create_model
+from pydantic import Field, create_model
 
 from .errors import ConfigError
 from .kinds import Needs
@@ -112,6 +112,10 @@ def adapt(group: str, name: str, obj):
                           + (f" (missing: {', '.join(missing)})" if missing else ""))
     if group == "families" and not obj.data_kinds:
         raise ConfigError(f"family '{name}' declares no data_kinds (e.g. frozenset({{'vector'}}))")
-    # The discriminated union needs the kind as a literal: a subclass pins it to the name used.
+    # The discriminated union needs the kind as a literal: a subclass pins it to the name used,
+    # keeping the plugin's own description of it (or its docstring's first line) for `collapse explain`.
+    base = obj.model_fields.get("kind")
+    about = (base.description if base is not None and base.description else
+             f"the {group.rstrip('s')}: {name}, {(obj.__doc__ or 'a plugin').strip().splitlines()[0]}")
     return create_model(obj.__name__, __base__=obj, __module__=obj.__module__,
-                        kind=(Literal[name], name))
+                        kind=(Literal[name], Field(name, description=about)))

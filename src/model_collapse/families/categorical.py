@@ -20,7 +20,8 @@ from ..schema import Component
 class CategoricalConfig(Component):
     """Config of the ``categorical`` family."""
 
-    kind: Literal["categorical"] = "categorical"
+    kind: Literal["categorical"] = Field("categorical", description=(
+        "the family: categorical, K probabilities refitted by multinomial MLE"))
     smoothing: float = Field(0.0, description=(
         "Additive pseudo-count per category; 0 is the MLE (lost categories stay lost)."))
     summary: bool = Field(False, description=(

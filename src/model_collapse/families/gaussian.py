@@ -27,7 +27,8 @@ from ..schema import Component
 class GaussianConfig(Component):
     """Config of the ``gaussian`` family."""
 
-    kind: Literal["gaussian"] = "gaussian"
+    kind: Literal["gaussian"] = Field("gaussian", description=(
+        "the family: gaussian, a multivariate Gaussian refitted by maximum likelihood or unbiased estimates"))
     covariance: Literal["full", "diag"] = Field("full", description=(
         "full: a full covariance matrix; diag: independent coordinates (a diagonal covariance)"))
     ddof: Literal[0, 1] = Field(0, description=(

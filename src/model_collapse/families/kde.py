@@ -28,7 +28,7 @@ from ..special import ndtr
 class KDEConfig(Component):
     """Config of the ``kde`` family."""
 
-    kind: Literal["kde"] = "kde"
+    kind: Literal["kde"] = Field("kde", description="the family: kde, a Gaussian kernel density estimate")
     bandwidth: Union[float, Literal["scott", "silverman"]] = Field("scott", description=(
         "A number is the factor h (kernel covariance = h^2 * data covariance, as scipy.stats.gaussian_kde); "
         "\"scott\" is n^(-1/(d+4)), \"silverman\" (n (d+2) / 4)^(-1/(d+4))."))

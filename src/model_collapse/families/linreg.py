@@ -27,7 +27,8 @@ from ..schema import Component
 class LinRegConfig(Component):
     """Config of the ``linreg`` family."""
 
-    kind: Literal["linreg"] = "linreg"
+    kind: Literal["linreg"] = Field("linreg", description=(
+        "the family: linreg, ordinary least squares refitted on its own predictions"))
     design: Literal["fixed", "fresh"] = Field("fixed", description=(
         "fixed: samples relabel the design X of the first fit (generation 0's real x), the papers' setting; "
         "fresh: every sample draws new x from the source's feature distribution."))

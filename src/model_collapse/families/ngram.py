@@ -45,7 +45,7 @@ CHUNK = 1 << 20   # tokens scored at a time (bounds temporary memory)
 class NgramConfig(Component):
     """Config of the ``ngram`` family."""
 
-    kind: Literal["ngram"] = "ngram"
+    kind: Literal["ngram"] = Field("ngram", description="the family: ngram, an n-gram language model")
     order: int = Field(3, ge=1, le=16, description="n: each token depends on the n-1 before it (1 = unigram)")
     smoothing: Literal["kneser-ney", "add-k"] = Field("kneser-ney", description="interpolated Kneser-Ney, or "
                                                       "add-k pseudo-counts with back-off for unseen contexts")

@@ -140,7 +140,7 @@ class TransformerFamily:
         to = lambda a: torch.from_numpy(a)[None].to(self.device)          # noqa: E731 - (1, M, C)
         (ti, tt), (vi, vt) = (tuple(map(to, self.windows(part))) for part in (train, val))
         trainer = Trainer(model, lm_loss, lr=lr, optimizer="adamw", weight_decay=cfg.weight_decay,
-                          compile=cfg.compile, precision=cfg.precision, name="transformer", lr_key="model.lr")
+                          compile=cfg.compile is not False, precision=cfg.precision, name="transformer", lr_key="model.lr")
         score = lambda: evaluate(model, lm_loss, (vi, vt), SCORE_ROWS)     # noqa: E731
         stop = None if fixed else EarlyStopping(1, cfg.patience, cfg.min_rel_improvement, cfg.min_epochs)
         res = trainer.fit((ti, tt), gen, batch=cfg.batch, max_epochs=fixed or cfg.max_epochs, stop=stop, score=score)

@@ -6,17 +6,18 @@ from typing import ClassVar, Literal, Optional
 
 from pydantic import Field, model_validator
 
-from ..schema import Component
+from ..nn.config import TrainingConfig
 
 
-class TransformerConfig(Component):
+class TransformerConfig(TrainingConfig):
     """A GPT-style decoder (nn/gpt.py) retrained each generation on the text it and its ancestors wrote.
 
     Defaults: 2 layers, 4 heads, width 128, a context of one block; AdamW (lr 1e-3, batch 32, as W4)
     until the held-out loss stops improving; unconditional samples at temperature 1.
     """
 
-    kind: Literal["transformer"] = "transformer"
+    kind: Literal["transformer"] = Field("transformer", description=(
+        "the family: transformer, a GPT-style decoder language model"))
     # small and fast for the contract tests (model_collapse.testing)
     example: ClassVar[dict] = {"layers": 1, "heads": 2, "width": 16, "epochs": 1, "batch": 16, "compile": False,
                                "threads": 1}
@@ -28,25 +29,20 @@ class TransformerConfig(Component):
                                                            "None = one whole block. A shorter context trains on "
                                                            "windows of it and samples window by window")
     dropout: float = Field(0.0, ge=0, lt=1, description="dropout on embeddings, attention output and MLP")
-    # -- training (one loop for every neural family: nn/trainer.py) -------------------------------
-    lr: float = Field(1e-3, gt=0, description="AdamW learning rate (W4: 1e-3)")
+    # -- training (TrainingConfig's fields, run by nn/trainer.py, plus the fine-tuning ones) ---------
+    lr: float = TrainingConfig.default("lr", 1e-3, "AdamW; W4: 1e-3")
     finetune_lr: Optional[float] = Field(None, gt=0, description=(
         "learning rate of a fit that starts from trained weights (init warm or gen0, generation >= 1); "
         "None = lr. Shumailov et al. fine-tune at a small fraction of the pre-training rate"))
     weight_decay: float = Field(0.01, ge=0, description="AdamW decoupled weight decay (torch's default)")
-    batch: int = Field(32, ge=1, description="blocks per step (W4: 32)")
-    epochs: Optional[int] = Field(None, ge=1, description="fixed epochs for every fit (no early stopping); "
-                                                          "None = stop on the held-out loss")
+    batch: int = TrainingConfig.default("batch", 32, "Blocks; W4: 32")
     finetune_epochs: Optional[int] = Field(None, ge=1, description=(
         "fixed epochs for a fit that starts from trained weights (init warm or gen0, generation >= 1), "
         "overriding `epochs`: Shumailov et al. fine-tune for 5 (or 10); None = the rule of `epochs`"))
-    max_epochs: int = Field(50, ge=1, description="early stopping: at most this many epochs")
-    min_epochs: int = Field(1, ge=1, description="early stopping: at least this many epochs")
-    patience: int = Field(2, ge=1, description="early stopping: epochs without a significant improvement")
+    patience: int = TrainingConfig.default("patience", 2, "The score is the held-out loss")
     min_rel_improvement: float = Field(2e-3, ge=0, description="early stopping: relative drop of the held-out "
                                                               "loss that counts as an improvement")
-    val_fraction: float = Field(0.05, ge=0, lt=1, description="share of each generation's blocks held out for "
-                                                             "early stopping and the `loss` column")
+    val_fraction: float = TrainingConfig.default("val_fraction", 0.05, "Blocks; also the `loss` column")
     init: Literal["fresh", "warm", "gen0"] = Field("fresh", description=(
         "where each generation's training starts: fresh = new random weights (Gerstgrasser et al. 2024), "
         "warm = the previous generation's model, gen0 = the generation-0 model, fitted on real text "
@@ -74,17 +70,13 @@ class TransformerConfig(Component):
         "when positive, multiplied when negative; 1 = off"))
     kv_cache: bool = Field(True, description="keep keys and values of earlier positions while decoding "
                                              "(False recomputes every step: for comparison only)")
-    # -- where and how fast ------------------------------------------------------------------------
-    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: CUDA when torch sees a GPU, else CPU")
-    precision: Literal["fp32", "bf16"] = Field("bf16", description=(
-        "bf16: the training step under bfloat16 autocast (weights, AdamW, decoding and every reported score stay "
-        "float32). On this 2-core CPU (AMX) bf16 trains W4 ~1.55x faster than fp32 eager, ~1.9x compiled, to the "
-        "same held-out loss (benchmarks/bench_lm.py)"))
-    compile: bool = Field(True, description=(
-        "compile the whole train step (forward, backward, AdamW) into one graph (~1.25x the eager bf16 step for "
-        "W4; a one-off ~25 s per process and architecture, ~7 s from inductor's cache); eager, with one "
-        "warning, if compiling fails"))
-    threads: int = Field(0, ge=0, description="torch threads while fitting and sampling; 0 = torch's default")
+    # -- the shared training settings' defaults that differ here (nn/config.py: TrainingConfig) --------
+    precision: Literal["fp32", "bf16"] = TrainingConfig.default("precision", "bf16", (
+        "Decoding and every reported score stay float32. On this 2-core CPU (AMX) bf16 trains W4 ~1.55x faster "
+        "than fp32 eager, ~1.9x compiled, to the same held-out loss (benchmarks/bench_lm.py)"))
+    compile: Optional[bool] = TrainingConfig.default("compile", True, (
+        "~1.25x the eager bf16 step for W4; a one-off ~25 s per process and architecture, ~7 s from inductor's "
+        "cache"))
 
     data_kinds: ClassVar[frozenset] = frozenset({"text"})
 
@@ -94,12 +86,9 @@ class TransformerConfig(Component):
 
     @model_validator(mode="after")
     def _consistent(self):
-        """Heads divide the width; early stopping needs held-out blocks."""
+        """Heads divide the width."""
         if self.width % self.heads:
             raise ValueError(f"width ({self.width}) must be a multiple of heads ({self.heads})")
-        if self.epochs is None and self.val_fraction == 0:
-            raise ValueError("early stopping needs held-out data: set val_fraction > 0, or set epochs "
-                             "for a fixed number of epochs")
         return self
 
     def check(self, exp) -> list[tuple[str, str]]:

@@ -117,7 +117,7 @@ class VAEFamily:
     def _train(self, model: VAE, train, val, val_eps, gen) -> None:
         """Epochs with per-chain early stopping on the held-out -ELBO (or a fixed count)."""
         cfg = self.cfg
-        trainer = Trainer(model, VAE.loss, lr=cfg.lr, compile=cfg.compile, precision=cfg.precision,
+        trainer = Trainer(model, VAE.loss, lr=cfg.lr, compile=cfg.compile is not False, precision=cfg.precision,
                           name="VAE", lr_key="model.lr")
         score = lambda: evaluate(model, heldout_terms, (val, val_eps), EVAL_CHUNK)   # noqa: E731
         stop = None if cfg.epochs else EarlyStopping(self.chains, cfg.patience, cfg.min_rel_improvement,

@@ -4,16 +4,15 @@ from __future__ import annotations
 
 from typing import ClassVar, Literal, Optional
 
-from pydantic import Field, model_validator
+from pydantic import Field
 
-from ..nn.config import ClassifierConfig
-from ..schema import Component
+from ..nn.config import ClassifierConfig, TrainingConfig
 
 
-class VAEConfig(Component):
+class VAEConfig(TrainingConfig):
     """Config of the ``vae`` family (defaults: W2's 784-128-128-20 MLP VAE with a Gaussian decoder)."""
 
-    kind: Literal["vae"] = "vae"
+    kind: Literal["vae"] = Field("vae", description="the family: vae, a variational autoencoder of images")
     arch: Literal["mlp", "conv"] = Field("mlp", description=(
         "mlp: dense encoder and decoder (W2); conv: two stride-2 convolutions each way"))
     hidden: list[int] = Field(default_factory=lambda: [128, 128], min_length=1, description=(
@@ -24,24 +23,21 @@ class VAEConfig(Component):
         "conv only: channels of the two 3x3 stride-2 encoder convs (mirrored by 4x4 transposed convs)."))
     decoder: Literal["gaussian", "bernoulli"] = Field("gaussian", description=(
         "gaussian: sum of squares on data normalised with MNIST's mean/std (W2); bernoulli: BCE on [0, 1]."))
-    lr: float = Field(1e-3, gt=0, description="Adam learning rate")
-    batch: int = Field(128, ge=1, description=(
+    batch: int = TrainingConfig.default("batch", 128, (
         "128 as W2: fastest to a given held-out loss here. 512 runs ~1.4x more images/s but needs far more "
         "epochs (benchmarks/bench_vae.py: loss 160 after 25 epochs at 128, 39 at 256, not within 45 at 512 "
-        "with lr 2e-3)."))
-    epochs: Optional[int] = Field(None, ge=1, description=(
-        "Fixed-epoch protocol: exactly this many epochs, no early stopping (W2's original used 200)."))
-    max_epochs: int = Field(200, ge=1, description="early stopping: at most this many epochs per fit")
-    min_epochs: int = Field(5, ge=1, description="early stopping: at least this many epochs per fit")
-    val_fraction: float = Field(0.1, ge=0, lt=1, description=(
-        "Share of each chain's items held out for the ELBO that drives early stopping and params(). 0 (only "
-        "with `epochs`): train on every item; params() then reports the training-set loss."))
-    patience: int = Field(5, ge=1, description=(
-        "Stop once the held-out loss has not improved by min_rel_improvement (relative) for `patience` "
-        "epochs; the improvement is measured against the last epoch that did improve by that much, so slow "
-        "steady progress still counts. Measured on MNIST (W2 net): from scratch these defaults stop at epoch "
-        "69 with held-out loss 149.8 (150 epochs reach 144.5); a warm second generation, on the VAE's own "
-        "samples, stops after 10 epochs."))
+        "with lr 2e-3)"))
+    epochs: Optional[int] = TrainingConfig.default("epochs", None, "W2's original used 200")
+    max_epochs: int = TrainingConfig.default("max_epochs", 200)
+    min_epochs: int = TrainingConfig.default("min_epochs", 5)
+    val_fraction: float = TrainingConfig.default("val_fraction", 0.1, (
+        "The score is the ELBO, also reported by params(). 0 (only with `epochs`): train on every item; "
+        "params() then reports the training-set loss"))
+    patience: int = TrainingConfig.default("patience", 5, (
+        "An improvement is a relative drop of min_rel_improvement against the last epoch that did improve by "
+        "that much, so slow steady progress still counts. Measured on MNIST (W2 net): from scratch these "
+        "defaults stop at epoch 69 with held-out loss 149.8 (150 epochs reach 144.5); a warm second "
+        "generation, on the VAE's own samples, stops after 10 epochs"))
     min_rel_improvement: float = Field(3e-3, ge=0, description=(
         "early stopping: the relative held-out improvement that counts as progress (see patience)"))
     init: Literal["warm", "fresh"] = Field("warm", description=(
@@ -54,26 +50,12 @@ class VAEConfig(Component):
     truncation: Optional[float] = Field(None, gt=0, description=(
         "truncate the standard-normal draws before scaling: every coordinate with |z_i| > truncation is "
         "drawn again until none is (the truncation trick, Brock et al. 2019); None keeps the full prior"))
-    threads: int = Field(0, ge=0, description="torch threads while fitting/sampling; 0 = torch's default (all cores)")
-    compile: bool = Field(True, description=(
-        "Compile the whole train step (forward, backward, Adam) into one graph (nn/trainer.py): ~1.5x faster "
-        "epochs than the eager path (benchmarks/bench_vae.py) after a one-off compile per process and "
-        "architecture (a few s, ~15-30 s with a cold inductor cache); falls back to eager autograd + fused "
-        "Adam, with one warning, when compiling fails."))
-    device: Literal["auto", "cpu", "cuda"] = Field("auto", description=(
-        "Where to train and sample: auto takes CUDA when torch sees a GPU, else the CPU."))
-    precision: Literal["fp32", "bf16"] = Field("fp32", description=(
-        "bf16 runs the forward and backward under bfloat16 autocast (weights and Adam stay float32). Measured "
-        "on W2 (bench_vae.py --bf16, 2-core CPU with AMX): the same held-out loss epoch by epoch; ~10% slower "
-        "epochs at batch 128, ~1.4x faster at 512, ~1.9x at 2048. Hence fp32."))
-
-    @model_validator(mode="after")
-    def _need_heldout(self):
-        """Early stopping needs held-out data."""
-        if self.epochs is None and self.val_fraction == 0:
-            raise ValueError("early stopping needs held-out data: set val_fraction > 0, or set epochs "
-                             "for a fixed number of epochs")
-        return self
+    compile: Optional[bool] = TrainingConfig.default("compile", True, (
+        "~1.5x faster epochs than the eager path (benchmarks/bench_vae.py) after a one-off compile per process "
+        "and architecture (a few s, ~15-30 s with a cold inductor cache)"))
+    precision: Literal["fp32", "bf16"] = TrainingConfig.default("precision", "fp32", (
+        "Measured on W2 (bench_vae.py --bf16, 2-core CPU with AMX): the same held-out loss epoch by epoch; "
+        "~10% slower epochs at batch 128, ~1.4x faster at 512, ~1.9x at 2048. Hence fp32"))
 
 
 class LabelledVAEConfig(VAEConfig):

@@ -15,7 +15,7 @@ from ..schema import Component
 class NoFilterConfig(Component):
     """Reuse every sample."""
 
-    kind: Literal["none"] = "none"
+    kind: Literal["none"] = Field("none", description="the filter: none, every sample is kept")
 
     def build(self, source):
         """None: the loop then skips the filter stage altogether."""
@@ -28,7 +28,7 @@ class RandomFilterConfig(Component):
     it keeps instead a uniformly random subset of each chain's batch exactly as large as the named
     filter keeps of that batch: random selection of the same size, in one config (p is then unused)."""
 
-    kind: Literal["random"] = "random"
+    kind: Literal["random"] = Field("random", description="the filter: random, the random-selection control")
     needs: ClassVar[Needs] = Needs(model=("items",))   # it keeps a subset of items: summaries cannot be filtered
     p: float = Field(0.5, gt=0, le=1, description="probability of keeping each sample (unused with match)")
     match: Optional[dict[str, Any]] = Field(None, description=(

@@ -48,7 +48,8 @@ class ConfidenceFilterConfig(Component):
     or (q) the top q share of each chain's batch by that probability. Give c or q, not both;
     with neither, q = 0.5 (a threshold c can starve a poor generator: see max_rounds)."""
 
-    kind: Literal["confidence"] = "confidence"
+    kind: Literal["confidence"] = Field("confidence", description=(
+        "the filter: confidence, keep image samples by the reference classifier's max-probability"))
     needs: ClassVar[Needs] = Needs(kinds=("image",), model=("items",), source=("reference_classifier",))
     c: Optional[float] = Field(None, ge=0, le=1, description=(
         "keep samples whose reference-classifier max-probability is at least c (give c or q)"))
@@ -97,7 +98,8 @@ class VerifierFilterConfig(Component):
     probability 1 - p. p = 1 keeps exactly the agreeing samples, p = 0 exactly the others,
     p = 0.5 is the random control at rate 0.5."""
 
-    kind: Literal["verifier"] = "verifier"
+    kind: Literal["verifier"] = Field("verifier", description=(
+        "the filter: verifier, Feng et al. 2024's noisy verifier of sample labels against the reference classifier"))
     # The label must come from the generator side (its own classifier, labels: own): labels
     # written by the reference classifier itself would always agree.
     needs: ClassVar[Needs] = Needs(kinds=("image",), model=("items", "classify"), source=("reference_classifier",))

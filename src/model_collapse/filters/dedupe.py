@@ -34,7 +34,8 @@ class DedupeFilterConfig(Component):
     """Drop samples within Euclidean distance eps (<= eps; 0: exact copies) of an earlier kept
     sample of the same chain, including those accepted in earlier refill rounds (across_rounds)."""
 
-    kind: Literal["dedupe"] = "dedupe"
+    kind: Literal["dedupe"] = Field("dedupe", description=(
+        "the filter: dedupe, drop near-copies of earlier kept samples"))
     needs: ClassVar[Needs] = Needs(kinds=("vector", "image", "text", "pairs"), model=("items",))
     eps: float = Field(0.0, ge=0, description=(
         "Euclidean distance at or below which a sample duplicates an earlier kept one; 0 drops exact copies"))

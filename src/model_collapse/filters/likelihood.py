@@ -43,7 +43,8 @@ class LikelihoodFilterConfig(Component):
     """Keep samples whose log-density (under the truth or the generation-0 model) is at least
     the q-quantile of real data's log-density (of: real) or of the chain's batch (of: batch)."""
 
-    kind: Literal["likelihood"] = "likelihood"
+    kind: Literal["likelihood"] = Field("likelihood", description=(
+        "the filter: likelihood, keep samples of high log-density (Alemohammad et al. 2023's sampling bias)"))
     needs: ClassVar[Needs] = Needs(model=("items",))   # the scorer's needs depend on `under`: see check()
     under: Literal["truth", "gen0"] = Field("truth", description=(
         "score samples by their log-density under the truth, or under the generation-0 model (kept from the "

@@ -153,11 +153,12 @@ class Classifier:
         train = (X[tr][None].to(self.device), Y[tr][None].to(self.device))
         heldout = (X[val][None].to(self.device), Y[val][None].to(self.device))
         per_epoch = max(len(tr) // cfg.batch, 1)
-        max_epochs = max(cfg.max_epochs, math.ceil(cfg.min_steps / per_epoch))
+        max_epochs = cfg.epochs or max(cfg.max_epochs, math.ceil(cfg.min_steps / per_epoch))
         compile = cfg.kind == "mlp" if cfg.compile is None else cfg.compile
         trainer = Trainer(self.net, cross_entropy, lr=cfg.lr, compile=compile, precision=cfg.precision,
                           name="classifier", lr_key="the classifier's lr")
-        stop = AccuracyStopping(1, cfg.patience, cfg.target_accuracy) if n_val else None
+        stop = AccuracyStopping(1, cfg.patience, cfg.target_accuracy, cfg.min_epochs) \
+            if n_val and not cfg.epochs else None
         with num_threads(cfg.threads):
             res = trainer.fit(train, gen, batch=cfg.batch, max_epochs=max_epochs, stop=stop,
                               score=lambda: evaluate(self.net, accuracy_and_loss, heldout, EVAL_BATCH),

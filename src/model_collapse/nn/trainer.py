@@ -101,13 +101,14 @@ class EarlyStopping:
 
 
 class AccuracyStopping:
-    """Stop after ``patience`` epochs without a better held-out accuracy, or once it reaches ``target``.
+    """Stop after ``patience`` epochs without a better held-out accuracy, or once it reaches ``target``,
+    and not before ``min_epochs``.
 
     Scores are (accuracy, loss); ties in accuracy (coarse on a small held-out set) go to the lower loss.
     """
 
-    def __init__(self, chains: int, patience: int, target: Optional[float] = None):
-        self.patience, self.target = patience, target
+    def __init__(self, chains: int, patience: int, target: Optional[float] = None, min_epochs: int = 1):
+        self.patience, self.target, self.min_epochs = patience, target, min_epochs
         self.acc = torch.full((chains,), -1.0, dtype=torch.float64)
         self.loss = torch.full((chains,), float("inf"), dtype=torch.float64)
         self.stale = torch.zeros(chains, dtype=torch.int64)
@@ -119,7 +120,7 @@ class AccuracyStopping:
         self.acc, self.loss = torch.where(better, acc, self.acc), torch.where(better, loss, self.loss)
         self.stale = torch.where(better, 0, self.stale + 1)
         reached = acc >= self.target if self.target is not None else torch.zeros_like(better)
-        self.active &= ~(reached | (self.stale >= self.patience))
+        self.active &= ~((reached | (self.stale >= self.patience)) & (epoch + 1 >= self.min_epochs))
         return better
 
 

@@ -33,7 +33,8 @@ from ..schema import Component
 class ReplaceConfig(Component):
     """Train on the previous model's n samples only."""
 
-    kind: Literal["replace"] = "replace"
+    kind: Literal["replace"] = Field("replace", description=(
+        "the regime: replace, train on the previous model's samples only (Shumailov et al. 2024)"))
     example: ClassVar[dict] = {"n": 40}
     example_sizes: ClassVar[tuple] = (40, 40, 40, 40)
     n: int = Field(1000, gt=0, description=(
@@ -52,7 +53,8 @@ class ReplaceConfig(Component):
 class AccumulateConfig(ReplaceConfig):
     """Train on the real data plus every generation's n samples so far."""
 
-    kind: Literal["accumulate"] = "accumulate"
+    kind: Literal["accumulate"] = Field("accumulate", description=(
+        "the regime: accumulate, keep all real and synthetic data so far (Gerstgrasser et al. 2024)"))
     example: ClassVar[dict] = {"n": 40}
     example_sizes: ClassVar[tuple] = (80, 120, 160, 200)   # the real set, then n more each generation
 
@@ -68,7 +70,8 @@ class AccumulateConfig(ReplaceConfig):
 class AccumulateSubsampleConfig(ReplaceConfig):
     """Train on a random subset of n items of the accumulated pool."""
 
-    kind: Literal["accumulate-subsample"] = "accumulate-subsample"
+    kind: Literal["accumulate-subsample"] = Field("accumulate-subsample", description=(
+        "the regime: accumulate-subsample, a random n-item subset of the accumulated pool (Kazdan et al. 2024)"))
     example: ClassVar[dict] = {"n": 40}
     example_sizes: ClassVar[tuple] = (40, 40, 40, 40)
     needs: ClassVar[Needs] = Needs(model=("items",))   # random subsets need the items themselves
@@ -140,7 +143,8 @@ SHARES = ("truth", "real", "previous", "fitted")
 class MixConfig(Component):
     """Shares of fresh true samples, the fixed real set, the previous training set, fresh model samples."""
 
-    kind: Literal["mix"] = "mix"
+    kind: Literal["mix"] = Field("mix", description=(
+        "the regime: mix, set shares of fresh true, fixed real, previous and fresh model data"))
     example: ClassVar[dict] = {"n": 40, "truth": 0.25, "real": 0.25, "previous": 0.25, "fitted": 0.25, "grow": 10}
     example_sizes: ClassVar[tuple] = (50, 60, 70, 80)   # n + grow * g
     n: int = Field(1000, gt=0, description="training-set size at generation 1 (n + grow * g at generation g)")
@@ -174,7 +178,8 @@ class MixConfig(Component):
 class ScheduleConfig(Component):
     """Synthetic share grows from start to end over `over` generations; the rest is true (or real) data."""
 
-    kind: Literal["schedule"] = "schedule"
+    kind: Literal["schedule"] = Field("schedule", description=(
+        "the regime: schedule, a synthetic share that grows over the generations"))
     example: ClassVar[dict] = {"n": 40}
     example_sizes: ClassVar[tuple] = (40, 40, 40, 40)
     n: int = Field(1000, gt=0, description="training-set size at generation 1 (n + grow * g at generation g)")

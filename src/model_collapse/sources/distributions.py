@@ -29,7 +29,8 @@ def _pd_error(cov: np.ndarray, path: str) -> list[tuple[str, str]]:
 class GaussianSourceConfig(Component):
     """Truth N(mean, cov); give std (per axis, diagonal) or cov (full)."""
 
-    kind: Literal["gaussian"] = "gaussian"
+    kind: Literal["gaussian"] = Field("gaussian", description=(
+        "the source: gaussian, a known Gaussian truth N(mean, cov)"))
     mean: list[float] = Field([0.0], description="the true mean, one value per dimension")
     std: Optional[list[float]] = Field(None, description=(
         "the true standard deviation per axis (a diagonal covariance); give std or cov"))
@@ -76,7 +77,7 @@ class GaussianSourceConfig(Component):
 class GMMSourceConfig(Component):
     """Truth: a Gaussian mixture; means (K,) or (K, d), stds (K,) / (K, d) or covs (K, d, d)."""
 
-    kind: Literal["gmm"] = "gmm"
+    kind: Literal["gmm"] = Field("gmm", description="the source: gmm, a known Gaussian-mixture truth")
     weights: list[float] = Field([0.5, 0.5], description="the true component weights (summing to 1)")
     means: Union[list[float], list[list[float]]] = Field([-2.0, 2.0], description=(
         "component means: (K,) in 1-D or (K, d)"))
@@ -133,7 +134,8 @@ class GMMSourceConfig(Component):
 class CategoricalSourceConfig(Component):
     """Truth: K categories, uniform or Zipfian p_k proportional to k^-exponent."""
 
-    kind: Literal["categorical"] = "categorical"
+    kind: Literal["categorical"] = Field("categorical", description=(
+        "the source: categorical, a known truth over K categories (uniform or Zipfian)"))
     k: int = Field(10, description="number of categories")
     dist: Literal["uniform", "zipf"] = Field("uniform", description=(
         "the true probabilities: uniform, or Zipf (p_i proportional to i^-exponent)"))

@@ -23,7 +23,8 @@ from ..schema import Component
 class ImageSourceConfig(Component):
     """A real image data set; `n` items of its training split form generation 0."""
 
-    kind: Literal["mnist", "fashion-mnist", "emnist", "digits"] = "mnist"
+    kind: Literal["mnist", "fashion-mnist", "emnist", "digits"] = Field("mnist", description=(
+        "the source: mnist, fashion-mnist, emnist (see subset) or digits (scikit-learn's 8x8 digits)"))
     subset: str = Field("balanced", description="EMNIST only: balanced, letters, digits, byclass, bymerge, mnist")
     folder: Optional[str] = Field(None, description="MNIST / Fashion-MNIST: a folder holding the four .gz files")
     dtype: Literal["uint8", "float16"] = Field("uint8", description=(

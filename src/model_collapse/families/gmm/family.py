@@ -19,7 +19,7 @@ from .fast import KMAX, _Runner1D
 class GMMConfig(Component):
     """Config of the ``gmm`` family (defaults reproduce scikit-learn's GaussianMixture)."""
 
-    kind: Literal["gmm"] = "gmm"
+    kind: Literal["gmm"] = Field("gmm", description="the family: gmm, Gaussian mixtures refitted by EM")
     components: int = Field(2, ge=1, description=(
         "K, the mixture components fitted per chain (at most the training points per generation)"))
     covariance: Literal["full", "diag"] = Field("full", description=(
