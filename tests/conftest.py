@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
+
 import pytest
 
 import model_collapse
+
+# Tests never reach a model hub: Hugging Face libraries look only in a cache of this session's own
+# (tests that exercise a download serve it from a local HTTP server).
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["HF_DATASETS_OFFLINE"] = "1"
+os.environ["HF_HOME"] = tempfile.mkdtemp(prefix="collapse-hf-home-")
 
 
 def run_experiment(path, raw: dict):

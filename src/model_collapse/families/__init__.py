@@ -8,6 +8,7 @@ imports the implementation only when a run starts (torch for the VAE).
 from .categorical import CategoricalConfig
 from .gaussian import GaussianConfig
 from .gmm import GMMConfig
+from .hf_config import HFConfig
 from .kde import KDEConfig
 from .linreg import LinRegConfig
 from .ngram import NgramConfig
@@ -23,4 +24,5 @@ FAMILIES = {
     "vae": LabelledVAEConfig,
     "ngram": NgramConfig,
     "transformer": TransformerConfig,
+    "hf": HFConfig,
 }

@@ -53,7 +53,7 @@ class VAEConfig(TrainingConfig):
     compile: Optional[bool] = TrainingConfig.default("compile", True, (
         "~1.5x faster epochs than the eager path (benchmarks/bench_vae.py) after a one-off compile per process "
         "and architecture (a few s, ~15-30 s with a cold inductor cache)"))
-    precision: Literal["fp32", "bf16"] = TrainingConfig.default("precision", "fp32", (
+    precision: Literal["fp32", "bf16", "fp16"] = TrainingConfig.default("precision", "fp32", (
         "Measured on W2 (bench_vae.py --bf16, 2-core CPU with AMX): the same held-out loss epoch by epoch; "
         "~10% slower epochs at batch 128, ~1.4x faster at 512, ~1.9x at 2048. Hence fp32"))
 

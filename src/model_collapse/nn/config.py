@@ -34,8 +34,9 @@ class TrainingConfig(Component):
         "share of each fit's items held out for early stopping and the reported held-out score"))
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description=(
         "where to train and sample: auto takes CUDA when torch sees a GPU, else the CPU"))
-    precision: Literal["fp32", "bf16"] = Field("fp32", description=(
-        "bf16: the forward and backward under bfloat16 autocast (weights and the optimizer stay float32)"))
+    precision: Literal["fp32", "bf16", "fp16"] = Field("fp32", description=(
+        "bf16: the forward and backward under bfloat16 autocast (weights and the optimizer stay float32); "
+        "fp16: float16 autocast with a dynamic loss scale (CUDA only, trained eagerly)"))
     compile: Optional[bool] = Field(True, description=(
         "compile the whole train step (forward, backward, optimizer) into one graph (nn/trainer.py); eager "
         "autograd with a fused optimizer, after one warning, when compiling fails; None: the family's "

@@ -177,16 +177,26 @@ class Trainer:
 
     def __init__(self, model: torch.nn.Module, loss: Callable, *, lr: float = 1e-3, optimizer: str = "adam",
                  weight_decay: float = 0.0, compile: bool = True, precision: str = "fp32",
-                 name: str = "model", lr_key: str = "lr"):
+                 name: str = "model", lr_key: str = "lr", accumulate: int = 1):
         self.model, self.loss, self.name, self.lr_key, self.base_lr = model, loss, name, lr_key, lr
         self.params = [p for p in model.parameters() if p.requires_grad]
         self.device = self.params[0].device
         self.opt = make_optimizer(self.params, optimizer, lr, weight_decay)
         self.bf16 = precision == "bf16"
+        self.half = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+        # fp16 needs a loss scale against underflowing gradients (torch.amp.GradScaler), on CUDA only
+        self.scaler = None
+        if precision == "fp16":
+            if self.device.type != "cuda":
+                raise ConfigError(f"precision fp16 needs a CUDA device (the {name} is on {self.device}); use bf16 "
+                                  f"or fp32 on the CPU")
+            self.scaler = torch.amp.GradScaler("cuda")
+        self.accumulate = int(accumulate)
         self.lr = torch.tensor(float(lr), device=self.device)   # a tensor: a new rate is data, not a recompile
         self.key = (repr(model), getattr(loss, "__qualname__", repr(loss)), precision, str(self.device))
         self.compiled, self._args = None, None
-        if compile and self.key not in Trainer._failed:
+        # the compiled graph is the plain step: accumulation and loss scaling run eagerly
+        if compile and self.key not in Trainer._failed and self.scaler is None and self.accumulate == 1:
             self.compiled = torch.compile(train_step, fullgraph=True, dynamic=False, options=COMPILE_OPTIONS)
 
     # ---- steps -------------------------------------------------------------------------
@@ -200,14 +210,22 @@ class Trainer:
         self.compiled(*self._args, acc, *batch)
 
     def _eager_step(self, acc: torch.Tensor, *batch: torch.Tensor) -> None:
-        """The same step the PyTorch-examples way: backward, then the (fused) optimizer's step()."""
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
-            losses = self.loss(self.model, *batch)
+        """The same step the PyTorch-examples way: backward, then the (fused) optimizer's step(); with
+        accumulate = k, k micro-batches of B / k items each add their share of the gradient first."""
         self.opt.zero_grad(set_to_none=True)
-        losses.sum().backward()
+        k = self.accumulate
+        for part in zip(*(b.chunk(k, dim=1) for b in batch)) if k > 1 else (batch,):
+            with torch.autocast(self.device.type, dtype=self.half or torch.float32, enabled=self.half is not None):
+                losses = self.loss(self.model, *part)
+            total = losses.sum() / k
+            (self.scaler.scale(total) if self.scaler is not None else total).backward()
+            acc.add_(losses.detach().float() / k)
         self.opt.param_groups[0]["lr"] = float(self.lr)
-        self.opt.step()
-        acc.add_(losses.detach().float())
+        if self.scaler is not None:
+            self.scaler.step(self.opt)
+            self.scaler.update()
+        else:
+            self.opt.step()
 
     def _step(self, acc: torch.Tensor, *batch: torch.Tensor) -> None:
         """One optimisation step on batch tensors (S, B, ...): compiled, or eager once compiling failed."""

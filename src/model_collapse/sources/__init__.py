@@ -1,6 +1,7 @@
 """Data-source registry: name -> config class (which declares the source and builds it)."""
 
 from .distributions import CategoricalSourceConfig, GaussianSourceConfig, GMMSourceConfig
+from .hf_dataset import HFDatasetSourceConfig
 from .images import ImageSourceConfig
 from .regression import LinRegSourceConfig
 from .text import KJVSourceConfig, TextFileSourceConfig, ZipfMarkovSourceConfig
@@ -17,4 +18,5 @@ SOURCES = {
     "kjv": KJVSourceConfig,
     "text": TextFileSourceConfig,
     "zipf-markov": ZipfMarkovSourceConfig,
+    "hf-dataset": HFDatasetSourceConfig,
 }

