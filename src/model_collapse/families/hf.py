@@ -232,7 +232,11 @@ class HFFamily:
                           accumulate=cfg.accumulate)
         score = lambda: evaluate(model, _lm_loss, (vi, vt), SCORE_ROWS)     # noqa: E731
         stop = None if fixed else EarlyStopping(1, cfg.patience, cfg.min_rel_improvement, cfg.min_epochs)
-        res = trainer.fit((ti, tt), gen, batch=cfg.batch, max_epochs=fixed or cfg.max_epochs, stop=stop, score=score)
+        # the models' own dropout draws from torch's global generator: seeded here, from gen, for exact reruns
+        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+            torch.manual_seed(_seed(gen))
+            res = trainer.fit((ti, tt), gen, batch=cfg.batch, max_epochs=fixed or cfg.max_epochs, stop=stop,
+                              score=score)
         scores = res.scores
         if scores is None:                       # fixed epochs: score the final weights once
             scores = score()

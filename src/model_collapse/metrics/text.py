@@ -30,17 +30,25 @@ def _has_truth(ctx: Context) -> bool:
     return getattr(ctx.source, "truth", None) is not None and hasattr(ctx.source.truth, "entropy_rate")
 
 
+def _characters(tokenizer, blocks: np.ndarray) -> int:
+    """Characters of the text of token blocks (M, T), each block decoded on its own."""
+    return sum(len(tokenizer.decode(b)) for b in np.asarray(blocks))
+
+
 def perplexity(ctx: Context) -> dict[str, np.ndarray]:
     """Cross-entropy test_ce (nats per token) and perplexity test_ppl of held-out real blocks under each chain,
-    and test_zero, the share of held-out tokens given probability 0 (then test_ce is infinite: add-k, k = 0)."""
+    test_bpc, the same in bits per character of their text (so models with different tokenizers compare), and
+    test_zero, the share of held-out tokens given probability 0 (then test_ce is infinite: add-k, k = 0)."""
     lp = ctx.model.token_logprob(ctx.reference)
     ce = -lp.mean(axis=(1, 2))
+    chars = _characters(ctx.source.tokenizer, ctx.reference)
+    bpc = -lp.sum(axis=(1, 2)) / np.log(2) / max(chars, 1)
     if _has_truth(ctx):
         t = ctx.reference.shape[-1]
         _record_truth(ctx, {"test_ce": ctx.source.truth.block_entropy(t) / t,
                             "test_ppl": np.exp(ctx.source.truth.block_entropy(t) / t)})
     with np.errstate(over="ignore"):
-        return {"test_ce": ce, "test_ppl": np.exp(ce), "test_zero": np.isneginf(lp).mean(axis=(1, 2))}
+        return {"test_ce": ce, "test_ppl": np.exp(ce), "test_bpc": bpc, "test_zero": np.isneginf(lp).mean(axis=(1, 2))}
 
 
 def truth_ppl(ctx: Context) -> dict[str, np.ndarray]:
@@ -120,17 +128,26 @@ class PplGen0:
         self.state0, self._model0 = (got or None), None
 
 
+def _ngram_keys(x: np.ndarray, n: int, v: int) -> np.ndarray:
+    """One key per n-gram of blocks x (S, M, T): (S, M, T - n + 1), equal exactly when the n-grams are; int64
+    codes where v^n fits (any vocabulary for n <= 3 up to 2 M tokens), else rows of n ids viewed as bytes."""
+    t = x.shape[-1]
+    if float(v) ** n < 2 ** 62:
+        key = np.zeros(x[:, :, : t - n + 1].shape, np.int64)
+        for j in range(n):
+            key = key * v + x[:, :, j:t - n + 1 + j]
+        return key
+    grams = np.ascontiguousarray(np.stack([x[:, :, j:t - n + 1 + j] for j in range(n)], -1), np.int64)
+    return grams.view(np.dtype((np.void, 8 * n)))[..., 0]
+
+
 def _distinct(x: np.ndarray, n: int, v: int) -> np.ndarray:
     """Distinct n-grams within blocks / all n-grams, per chain (Li et al. 2016, distinct-n): (S,)."""
     s_count, _, t = x.shape
     if t < n:
         return np.full(s_count, np.nan)
-    key = np.zeros(x[:, :, : t - n + 1].shape, np.int64)
-    for j in range(n):
-        key = key * v + x[:, :, j:t - n + 1 + j]
-    key += np.arange(s_count, dtype=np.int64)[:, None, None] * v ** n
-    uniq = np.unique(key)
-    return np.bincount(uniq // v ** n, minlength=s_count) / key[0].size
+    key = _ngram_keys(x, n, v)
+    return np.array([len(np.unique(k)) for k in key]) / key[0].size
 
 
 def _repetition(x: np.ndarray, v: int, n: int = 4) -> np.ndarray:
@@ -138,9 +155,7 @@ def _repetition(x: np.ndarray, v: int, n: int = 4) -> np.ndarray:
     s_count, m, t = x.shape
     if t < n + 1:
         return np.zeros(s_count)
-    key = np.zeros((s_count, m, t - n + 1), np.int64)
-    for j in range(n):
-        key = key * v + x[:, :, j:t - n + 1 + j]
+    key = _ngram_keys(x, n, v)
     key.sort(axis=2)
     return (key[:, :, 1:] == key[:, :, :-1]).sum(axis=(1, 2)) / key[0].size
 
