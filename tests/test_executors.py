@@ -104,3 +104,28 @@ def test_ray_executor_on_a_real_local_cluster(tmp_path, local_sweep):
     same_runs(out, ref)
     import ray
     assert not ray.is_initialized()   # the cluster started for the sweep was shut down
+
+
+def test_gpus_per_run_reaches_slurm_and_ray_and_is_refused_where_it_cannot_be_met(tmp_path, monkeypatch):
+    """--gpus-per-run: Slurm jobs ask for --gpus-per-task (whole GPUs only); the local executor refuses it; a Ray
+    cluster without enough GPUs is one message instead of tasks that would wait for ever."""
+    submitit = pytest.importorskip("submitit")
+    from model_collapse.sweeps.slurm_exec import SlurmExecutor
+    monkeypatch.setattr(submitit.SlurmExecutor, "affinity", staticmethod(lambda: 1))   # as on a Slurm login node
+    seen = {}
+    monkeypatch.setattr(submitit.AutoExecutor, "update_parameters", lambda self, **kw: seen.update(kw))
+    SlurmExecutor(gpus_per_run=2, partition="gpu", folder=str(tmp_path / "s"))._executor()
+    assert seen["slurm_gpus_per_task"] == 2 and seen["slurm_partition"] == "gpu"
+    with pytest.raises(ConfigError, match="whole GPUs"):
+        SlurmExecutor(gpus_per_run=0.5)
+    with pytest.raises(ConfigError, match="--gpus-per-run is for --executor ray or slurm"):
+        get_executor("local", gpus_per_run=1)
+    if importlib.util.find_spec("ray") is None:
+        return
+    import torch
+    if torch.cuda.is_available():
+        return                                   # the refusal needs a machine without GPUs
+    with pytest.raises(ConfigError, match="the Ray cluster has 0 GPUs"):
+        sweep(write(tmp_path, TINY), out=tmp_path / "ray", **GRID, executor="ray", workers=1, gpus_per_run=1)
+    import ray
+    assert not ray.is_initialized()

@@ -176,7 +176,7 @@ def sweep(recipe, out: str | Path | None = None, grid: dict | list[str] | None =
     grid: {"regime.n": [10, 20, 50]} (a product over keys) or CLI strings ["regime.n=10,20,50"];
     overrides apply to every run; panels: figures/sweep.png's panels (`var@100`, `var<0.5`); figures=False
     draws no figure (stats.csv is still written); run_figures draws each run's own figures too;
-    options go to the executor (address, partition, time, mem, cluster).
+    options go to the executor (address, partition, time, mem, cluster, gpus_per_run).
     Rerunning the same call resumes: complete runs are skipped, interrupted ones resumed, failed ones
     retried once. Failed runs are counted in `.counts` (and sweep.csv); an interrupt raises Interrupted."""
     from .config import parse_overrides
@@ -208,8 +208,9 @@ def sweep(recipe, out: str | Path | None = None, grid: dict | list[str] | None =
     return result
 
 
-# What `sweep(**options)` passes to the executor (ray: address; slurm: partition, time, mem, cluster).
-EXECUTOR_OPTIONS = {"address", "partition", "time", "mem", "cluster"}
+# What `sweep(**options)` passes to the executor (ray: address; slurm: partition, time, mem, cluster; both:
+# gpus_per_run).
+EXECUTOR_OPTIONS = {"address", "partition", "time", "mem", "cluster", "gpus_per_run"}
 
 
 def open_sweep(path: str | Path) -> "Sweep":

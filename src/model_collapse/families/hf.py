@@ -238,7 +238,9 @@ class HFFamily:
             res = trainer.fit((ti, tt), gen, batch=cfg.batch, max_epochs=fixed or cfg.max_epochs, stop=stop,
                               score=score)
         scores = res.scores
-        if scores is None:                       # fixed epochs: score the final weights once
+        if scores is None and val is train:      # nothing held out: the last epoch's training loss
+            scores = (torch.from_numpy(res.train_loss),)
+        elif scores is None:                     # fixed epochs: score the final weights once
             scores = score()
             trainer.check(scores, res.epochs[0] - 1, "held-out")
         return res, float(scores[0][0]), float(res.steps * min(cfg.batch, tt.shape[1]) * self.block)

@@ -62,7 +62,8 @@ class HFConfig(TrainingConfig):
     patience: int = TrainingConfig.default("patience", 2, "The score is the held-out loss")
     min_rel_improvement: float = Field(2e-3, ge=0, description="early stopping: relative drop of the held-out "
                                                               "loss that counts as an improvement")
-    val_fraction: float = TrainingConfig.default("val_fraction", 0.05, "Blocks; also the `loss` column")
+    val_fraction: float = TrainingConfig.default("val_fraction", 0.05, (
+        "Blocks; also the `loss` column (0, with `epochs`: the last epoch's training loss)"))
     finetune_lr: Optional[float] = Field(None, gt=0, description=(
         "learning rate of the fits of generations >= 1 when they start from trained weights (init base with "
         "a pretrained model, warm or gen0); None = lr"))

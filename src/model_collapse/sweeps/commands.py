@@ -27,6 +27,9 @@ def add_commands(sub) -> None:
     s.add_argument("--out", help="sweep directory (default runs/<name>-sweep)")
     s.add_argument("--workers", type=int, help="runs at a time (default: the usable cores)")
     s.add_argument("--address", help="ray: an existing cluster's address (default: start a local one)")
+    s.add_argument("--gpus-per-run", type=float, default=None, metavar="G",
+                   help="ray: num_gpus of each run's task (fractions share a GPU); slurm: --gpus-per-task (whole "
+                        "GPUs). Each run then trains on its GPU with model.device: auto")
     s.add_argument("--partition", help="slurm: partition")
     s.add_argument("--time", help="slurm: time limit per run (minutes, HH:MM:SS or D-HH:MM)")
     s.add_argument("--mem", help="slurm: memory per run (e.g. 4G)")
@@ -59,7 +62,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if args.workers is not None and args.workers < 1:
         raise ConfigError(f"--workers must be >= 1 (got {args.workers})")
     options = {"workers": args.workers, "address": args.address, "partition": args.partition,
-               "time": args.time, "mem": args.mem, "cluster": args.slurm_cluster}
+               "time": args.time, "mem": args.mem, "cluster": args.slurm_cluster, "gpus_per_run": args.gpus_per_run}
     if args.no_figures and args.run_figures:
         raise ConfigError("--no-figures and --run-figures contradict each other: choose one")
     counts = run_sweep(spec, Path(args.out) if args.out else None, args.executor, options, args.overwrite,

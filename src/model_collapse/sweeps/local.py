@@ -21,6 +21,7 @@ import threading
 from collections import deque
 from multiprocessing.connection import wait
 
+from ..errors import ConfigError
 from .task import one_thread_env, run_task
 
 
@@ -126,7 +127,11 @@ class LocalExecutor:
 
     name = "local"
 
-    def __init__(self, workers: int | None = None, **_):
+    def __init__(self, workers: int | None = None, gpus_per_run: float | None = None, **_):
+        if gpus_per_run:
+            raise ConfigError("--gpus-per-run is for --executor ray or slurm; locally every run uses this "
+                              "machine's GPU through model.device (auto or cuda): leave it out, and set --workers "
+                              "to the runs that fit on it at once")
         self.workers = max(1, workers or usable_cores())
 
     def run(self, tasks, started, finished) -> None:

@@ -21,13 +21,15 @@ class RayExecutor:
 
     name = "ray"
 
-    def __init__(self, workers: int | None = None, address: str | None = None, **_):
+    def __init__(self, workers: int | None = None, address: str | None = None, gpus_per_run: float | None = None,
+                 **_):
         try:
             import ray  # noqa: F401
         except ImportError:
             raise missing_extra("ray", "ray") from None
-        self.workers = workers
-        self.address = address
+        if gpus_per_run is not None and gpus_per_run < 0:
+            raise ConfigError(f"--gpus-per-run must be >= 0 (got {gpus_per_run:g})")
+        self.workers, self.address, self.gpus = workers, address, gpus_per_run or 0
 
     def run(self, tasks, started, finished) -> None:
         """Submit every task, then report each as it finishes."""
@@ -45,7 +47,15 @@ class RayExecutor:
                 where = f" at {self.address}" if self.address else ""
                 raise ConfigError(f"could not start or reach a Ray cluster{where}: {e}; check --address "
                                   "(e.g. ray://HEAD:10001 or auto), or run with --executor local") from None
-        remote = ray.remote(num_cpus=1, max_retries=0)(run_task)
+        if self.gpus:   # a task asking for more GPUs than the cluster has would wait for ever
+            have = ray.cluster_resources().get("GPU", 0)
+            if have < self.gpus:
+                if ours:
+                    ray.shutdown()
+                raise ConfigError(f"--gpus-per-run {self.gpus:g}, but the Ray cluster has {have:g} GPUs: no run "
+                                  "could be scheduled; connect to a cluster with GPUs (--address) or leave "
+                                  "--gpus-per-run out")
+        remote = ray.remote(num_cpus=1, num_gpus=self.gpus, max_retries=0)(run_task)
         refs = {}
         try:
             for task in tasks:

@@ -54,7 +54,8 @@ class SlurmExecutor:
     name = "slurm"
 
     def __init__(self, workers: int | None = None, partition: str | None = None, time: str | None = None,
-                 mem: str | None = None, folder: str | None = None, cluster: str | None = None, **_):
+                 mem: str | None = None, folder: str | None = None, cluster: str | None = None,
+                 gpus_per_run: float | None = None, **_):
         try:
             import submitit
         except ImportError:
@@ -62,6 +63,10 @@ class SlurmExecutor:
         self.workers, self.partition, self.cluster = workers, partition, cluster
         self.minutes, self.gb = minutes(time), gigabytes(mem)
         self.folder = Path(folder or ".submitit")
+        if gpus_per_run is not None and (gpus_per_run < 0 or gpus_per_run != int(gpus_per_run)):
+            raise ConfigError(f"slurm allocates whole GPUs: --gpus-per-run must be a whole number >= 0 "
+                              f"(got {gpus_per_run:g})")
+        self.gpus = int(gpus_per_run or 0)
         if (cluster or "slurm") == "slurm" and submitit.SlurmExecutor.affinity() <= 0:
             raise ConfigError("no Slurm cluster found here (sbatch is not on PATH); run with --executor local, "
                               "or add --slurm-cluster local to run the submitit path on this machine")
@@ -80,6 +85,8 @@ class SlurmExecutor:
             params["slurm_setup"] = [f"export {k}={v}" for k, v in one_thread_env().items()]
             if self.partition:
                 params["slurm_partition"] = self.partition
+            if self.gpus:
+                params["slurm_gpus_per_task"] = self.gpus
             if self.workers:
                 params["slurm_array_parallelism"] = self.workers
         ex.update_parameters(**params)
