@@ -353,3 +353,56 @@ def test_default_trajectories_match_the_sklearn_loop(sklearn_oracle):
     sk = np.array([r for part in sklearn_oracle.get(timeout=900) for r in part])
     assert ks_2samp(ours_sd, sk[:, 0]).pvalue > 1e-3
     assert ks_2samp(p["weight_0"], sk[:, 1]).pvalue > 1e-3
+
+
+# -- start from the truth, let a component die (Qiao et al. 2025) ------------------------------------------------
+UNEQUAL = {"kind": "gmm", "weights": [0.25, 0.75], "means": [[0.0, 0.0, 0.0], [1.5, 0.0, 0.0]],
+           "stds": [[1.0, 1.0, 1.0], [1.0, 1.0, 1.0]]}
+
+
+def test_start_truth_is_em_from_the_true_parameters_as_scikit_learn():
+    """start: truth runs generation 0's EM from the true mixture: per chain the same weights as scikit-learn's
+    GaussianMixture warm-started from the truth (within EM's tolerance), unlike the k-means++ start."""
+    from sklearn.mixture import GaussianMixture
+    from model_collapse.config import validate
+    from model_collapse.loop import build
+    chains = 12
+    got = {}
+    for start in ("truth", "data"):
+        exp = validate({"chains": chains, "source": UNEQUAL, "model": {"kind": "gmm", "start": start},
+                        "regime": {"kind": "replace", "n": 100}})
+        src, fam, reg, _ = build(exp)
+        x = src.real(100, np.random.default_rng(0))
+        fam.fit(x, np.random.default_rng(1))
+        got[start] = np.sort(fam.weights, axis=1)
+    w, m, c = (np.array(a) for a in (UNEQUAL["weights"], UNEQUAL["means"], np.eye(3)[None].repeat(2, 0)))
+    ref = []
+    for s in range(chains):
+        gm = GaussianMixture(2, weights_init=w, means_init=m, precisions_init=np.linalg.inv(c), tol=1e-3,
+                             reg_covar=1e-6).fit(x[s])
+        ref.append(np.sort(gm.weights_))
+    assert np.abs(got["truth"] - np.array(ref)).max() < 1e-3
+    assert np.abs(got["data"] - np.array(ref)).max() > 1e-2      # the default start lands elsewhere
+
+
+@pytest.mark.parametrize("policy", ["keep", "reseed"])
+def test_a_dead_component_stays_dead_under_keep_and_comes_back_under_reseed(policy):
+    """A component forced to weight 0: under keep it stays at weight 0, is never sampled, and `alive` counts it
+    out, generation after generation; under reseed the next warm fit restarts the chain and it comes back."""
+    cfg = GMMConfig(components=2, init="warm", degenerate=policy, backend="numpy")
+    fam = GMMFamily(cfg, 1, 3)
+    rng = np.random.default_rng(0)
+    x = np.concatenate([rng.normal(-2, 1, (3, 200, 1)), rng.normal(2, 1, (3, 200, 1))], axis=1)
+    fam.fit(x, rng)
+    state = fam.state_dict()
+    state["weights"][:, 0], state["weights"][:, 1] = 0.0, 1.0        # component 0 forced out
+    fam.load_state_dict(state)
+    for g in range(4):
+        fam.fit(x, rng)
+        sample = fam.sample(500, rng)
+        if policy == "keep":
+            assert (fam.weights[:, 0] == 0).all() and (fam.last_counts[:, 0] == 0).all()
+            assert (fam.params()["alive"] == 1).all()
+        elif g >= 1:   # the fit after the degenerate one re-seeded every chain
+            assert (fam.weights[:, 0] > 0.3).all(), fam.weights
+    assert sample.shape == (3, 500, 1)

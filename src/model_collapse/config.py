@@ -10,7 +10,7 @@ import copy
 import math
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated, Any, Union
+from typing import Annotated, Any, Literal, Union
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
@@ -46,7 +46,11 @@ class Settings(BaseModel):
     metrics: list[Union[str, dict[str, Any]]] = Field(["params"], description=(
         "Each entry a metric name, or a mapping with its name and parameters: {name: tail, k: 2}."))
     reference_n: int = Field(10000, gt=0, description=(
-        "held-out true items the metrics score every generation on (shared by all chains)"))
+        "held-out true items the metrics score every generation on"))
+    reference: Literal["shared", "per-chain"] = Field("shared", description=(
+        "shared: one held-out set scores every chain; per-chain: each chain its own, drawn from (seed, chain), "
+        "as Kazdan et al. (2024) draw a fresh test set per seed (nll and perplexity; the spread over chains then "
+        "includes the test set's)"))
     record_every: int = Field(1, gt=0, description=(
         "compute and record metrics on every k-th generation (the last one is always recorded)"))
     snapshots: list[int] = Field([], description=(
@@ -131,6 +135,9 @@ def _metric_checks(exp, src, caps) -> list[str]:
         except ValidationError as e:
             errs += [f"metrics.{i}.{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors()]
         errs += [f"metrics.{i}: {m}" for m in mismatches(f"metric {name}", spec.needs, src, exp.model.kind, caps)]
+        if exp.reference == "per-chain" and spec.reference == "shared":
+            errs.append(f"metrics.{i}: metric {name} scores one shared held-out set; use reference: shared with it "
+                        f"(per-chain sets are for nll and perplexity)")
     return errs
 
 

@@ -122,7 +122,9 @@ def check_filter(filt: dict, model: dict | None = None, chains: int = 3, source:
     A filter with begin() is called as the stage calls it: begin() first."""
     from .filters.stage import filtered_sample
     from .plugins import find
-    kinds = find("filters", filt["kind"]).needs.kinds
+    cls = find("filters", filt["kind"])
+    filt = {**cls.example, **filt}   # the filter's own quick example, then what was asked
+    kinds = cls.needs.kinds
     if model is None and kinds and "vector" not in kinds and kinds[0] in FILTER_ON:
         model, source = FILTER_ON[kinds[0]][0], source or FILTER_ON[kinds[0]][1]
     exp = experiment(model or {"kind": "gaussian"}, source, chains=chains, filter=filt)

@@ -107,6 +107,14 @@ class Begins(Protocol):
 
 
 @runtime_checkable
+class Draws(Protocol):
+    """Optional hook of filters that keep a set share of a batch: the size of a generation's first round."""
+
+    def first_draw(self, n: int) -> int:
+        """Items to draw in the first round when the regime needs n (select: n / share)."""
+
+
+@runtime_checkable
 class Timed(Protocol):
     """Optional hook of families that time their own phases (written to timings.csv)."""
 

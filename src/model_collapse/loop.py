@@ -102,7 +102,11 @@ def run_generations(exp, store, progress: bool | None = None) -> int:
     # The finiteness check reads the family's own parameter columns: from the recorded row when a
     # metric records them all (`params` does), else from model.params().
     param_cols, param_at = list(model.params()), None
-    reference = source.reference(exp.reference_n, seeds.rng("reference"))
+    if exp.reference == "per-chain":   # chain s's own held-out set, from (seed, chain): the same on rerun
+        reference = np.stack([np.asarray(source.reference(exp.reference_n, seeds.rng("reference", 1 + s)))
+                              for s in range(exp.chains)])
+    else:
+        reference = source.reference(exp.reference_n, seeds.rng("reference"))
     real = source.real(regime.size(0), seeds.rng("real"))
     regime.first(real)
 

@@ -17,6 +17,7 @@ from .basic import NoFilterConfig, RandomFilterConfig
 from .classifier import ConfidenceFilterConfig, VerifierFilterConfig
 from .dedupe import DedupeFilterConfig
 from .likelihood import LikelihoodFilterConfig
+from .select import SelectFilterConfig
 
 FILTERS = {
     "none": NoFilterConfig,
@@ -25,4 +26,5 @@ FILTERS = {
     "likelihood": LikelihoodFilterConfig,
     "verifier": VerifierFilterConfig,
     "dedupe": DedupeFilterConfig,
+    "select": SelectFilterConfig,
 }

@@ -7,7 +7,7 @@ import math
 import numpy as np
 
 from ..errors import FilterError
-from ..interfaces import Begins
+from ..interfaces import Begins, Draws
 
 
 def filtered_sample(model, filt, n: int, sample_rng: np.random.Generator, filter_rng: np.random.Generator,
@@ -20,7 +20,7 @@ def filtered_sample(model, filt, n: int, sample_rng: np.random.Generator, filter
     """
     parts: list[list[np.ndarray]] | None = None
     have = drawn = None
-    ask = n
+    ask = filt.first_draw(n) if isinstance(filt, Draws) else n
     if isinstance(filt, Begins):   # a filter with memory across rounds (dedupe) starts the generation afresh
         filt.begin()
     for _ in range(max_rounds):

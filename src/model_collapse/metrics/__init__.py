@@ -27,6 +27,14 @@ class Params(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class DispersionParams(Params):
+    """`dispersion`: the spread of the model's samples over the truth's (Qiao et al. 2025)."""
+
+    n: Optional[int] = Field(None, ge=2, description=(
+        "samples drawn from each chain's model for it (from the metric's own stream); None = the generation's "
+        "own samples"))
+
+
 class TailParams(Params):
     """`tail`: mass beyond k true standard deviations."""
 
@@ -111,6 +119,9 @@ class Metric:
     impl: Any                       # "module:attribute" under this package, or the object itself
     needs: Needs = Needs()
     params: type = Params
+    # the held-out set it scores (ctx.reference): "" none, "shared" one (M, ...) set, "any" also per-chain
+    # (S, M, ...) sets (the experiment's `reference: per-chain`)
+    reference: str = ""
 
     def load(self):
         """The function or class (importing lazily)."""
@@ -134,7 +145,9 @@ METRICS = {
     "l2": Metric("distribution:l2", Needs(kinds=("vector",), source=("truth",), dims=(1, 2), model=("log_prob",))),
     "tail": Metric("distribution:tail", Needs(kinds=("vector",), truth=("gaussian", "gmm"),
                                               model_any=("cdf", "items")), TailParams),
-    "nll": Metric("distribution:nll", Needs(model=("log_prob",), source=("truth",))),
+    "nll": Metric("distribution:nll", Needs(model=("log_prob",), source=("truth",)), reference="any"),
+    "dispersion": Metric("distribution:dispersion", Needs(kinds=("vector",), truth=("gaussian", "gmm"),
+                                                          model=("items",)), DispersionParams),
     "test_error": Metric("regression:test_error", Needs(kinds=("pairs",), truth=("linreg",))),
     "pixels": Metric("images:pixels", Needs(kinds=("image",))),
     "classes": Metric("images:classes", Needs(kinds=("image",), source=("reference_classifier",)), ClassesParams),
@@ -146,8 +159,9 @@ METRICS = {
     "prdc": Metric("quality:prdc", Needs(kinds=("image",), source=("reference_classifier",)), PrdcParams),
     "memorisation": Metric("quality:memorisation", Needs(kinds=("image",), source=("reference_classifier",)),
                            MemorisationParams),
-    "latent_sparsity": Metric("quality:latent_sparsity", Needs(kinds=("image",), model=("encode",)), SparsityParams),
-    "perplexity": Metric("text:perplexity", Needs(kinds=("text",), model=("score_text",))),
+    "latent_sparsity": Metric("quality:latent_sparsity", Needs(kinds=("image",), model=("encode",)), SparsityParams,
+                              reference="shared"),
+    "perplexity": Metric("text:perplexity", Needs(kinds=("text",), model=("score_text",)), reference="any"),
     "ppl_gen0": Metric("text:PplGen0", Needs(kinds=("text",), model=("score_text", "items")), PplGen0Params),
     "truth_ppl": Metric("text:truth_ppl", Needs(kinds=("text",), truth=("markov",), model=("items",))),
     "diversity": Metric("text:diversity", Needs(kinds=("text",), model=("items",))),

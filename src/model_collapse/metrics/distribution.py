@@ -127,7 +127,25 @@ def tail(ctx: Context, k: float = 3.0) -> dict[str, np.ndarray]:
 
 
 def nll(ctx: Context) -> dict[str, np.ndarray]:
-    """Mean negative log-likelihood of held-out true data under each chain's fit."""
+    """Mean negative log-likelihood of held-out true data under each chain's fit (with reference: per-chain,
+    chain s's own held-out set under chain s's fit)."""
+    ref = np.asarray(ctx.reference)
+    per_chain = ctx.exp is not None and ctx.exp.reference == "per-chain"
     if "normal" in ctx.caps:  # exact and O(S d^2) for Gaussians
-        return {"nll": -ctx.model.mean_log_prob(ctx.reference)}
-    return {"nll": -ctx.model.log_prob(ctx.reference).mean(axis=1)}
+        if per_chain:
+            return {"nll": -np.array([ctx.model.mean_log_prob(r)[s] for s, r in enumerate(ref)])}
+        return {"nll": -ctx.model.mean_log_prob(ref)}
+    if per_chain:
+        return {"nll": -np.array([ctx.model.log_prob(r)[s].mean() for s, r in enumerate(ref)])}
+    return {"nll": -ctx.model.log_prob(ref).mean(axis=1)}
+
+
+def dispersion(ctx: Context, n: int | None = None) -> dict[str, np.ndarray]:
+    """Qiao et al.'s (2025) dispersion ratio: trace of the covariance of model samples over the truth's (1 for
+    samples of the truth, up to sampling error; below 1 as the model's spread collapses)."""
+    x = np.asarray(ctx.samples if n is None else ctx.model.sample(n, ctx.rng), float)
+    x = x.reshape(x.shape[0], x.shape[1], -1)
+    centred = x - x.mean(axis=1, keepdims=True)
+    spread = (centred ** 2).sum(axis=(1, 2)) / max(x.shape[1] - 1, 1)         # trace of the sample covariance
+    _, c0 = ctx.source.truth.moments()
+    return {"dispersion": spread / np.trace(c0[0])}

@@ -41,8 +41,10 @@ def perplexity(ctx: Context) -> dict[str, np.ndarray]:
     test_zero, the share of held-out tokens given probability 0 (then test_ce is infinite: add-k, k = 0)."""
     lp = ctx.model.token_logprob(ctx.reference)
     ce = -lp.mean(axis=(1, 2))
-    chars = _characters(ctx.source.tokenizer, ctx.reference)
-    bpc = -lp.sum(axis=(1, 2)) / np.log(2) / max(chars, 1)
+    ref = np.asarray(ctx.reference)
+    chars = (np.array([_characters(ctx.source.tokenizer, r) for r in ref]) if ref.ndim == 3   # per-chain sets
+             else _characters(ctx.source.tokenizer, ref))
+    bpc = -lp.sum(axis=(1, 2)) / np.log(2) / np.maximum(chars, 1)
     if _has_truth(ctx):
         t = ctx.reference.shape[-1]
         _record_truth(ctx, {"test_ce": ctx.source.truth.block_entropy(t) / t,

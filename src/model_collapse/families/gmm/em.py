@@ -166,16 +166,31 @@ def _mstep_numpy(x, resp, shift, cfg, normalise):
     return w, means, covs, nk, low
 
 
-def _estep_numpy(x, w, means, covs):
-    """Responsibilities (S, N, K) and mean log-likelihood (S,) at the given parameters."""
+def _estep_numpy(x, w, means, covs, alive=None):
+    """Responsibilities (S, N, K) and mean log-likelihood (S,) at the given parameters (dead components,
+    alive False, take no responsibility at all)."""
     lp = _component_logpdf(x, means, covs) + np.log(np.maximum(w, 1e-300))[:, :, None]   # (S, K, N)
+    if alive is not None:
+        lp = np.where(alive[:, :, None], lp, -np.inf)
     from scipy.special import logsumexp  # on use: importing it costs ~0.15 s of start-up
     lse = logsumexp(lp, axis=1)                                               # (S, N)
     return np.exp(lp - lse[:, None, :]).transpose(0, 2, 1), lse.mean(1)
 
 
-def _fit_numpy(x, u, fresh, w0, m0, c0, cfg):
-    """The NumPy fit of every chain: (weights, means, covs, diag) with diag (S, 4) as the kernel's."""
+def _bury(w, means, covs, nk, low, alive, m_prev, c_prev):
+    """Dead components (alive False) keep weight 0 and their last parameters, and never count as degenerate."""
+    dead = ~alive
+    w[dead] = 0.0
+    w /= w.sum(1, keepdims=True)
+    means[dead], covs[dead] = m_prev[dead], c_prev[dead]
+    nk[dead], low[dead] = np.inf, np.inf
+
+
+def _fit_numpy(x, u, fresh, w0, m0, c0, cfg, alive=None):
+    """The NumPy fit of every chain: (weights, means, covs, diag) with diag (S, 4) as the kernel's.
+
+    alive (S, K), for degenerate: keep: components False are dead (weight 0, left out of EM); a live one
+    that empties (below min_count points) or falls below min_weight dies at the end of this fit."""
     s, n, d = x.shape
     k = w0.shape[1]
     w, means, covs = w0.copy(), m0.copy(), c0.copy()
@@ -197,12 +212,21 @@ def _fit_numpy(x, u, fresh, w0, m0, c0, cfg):
         a = np.nonzero(active)[0]
         if len(a) == 0:
             break
-        resp, ll = _estep_numpy(x[a], w[a], means[a], covs[a])
+        resp, ll = _estep_numpy(x[a], w[a], means[a], covs[a], None if alive is None else alive[a])
+        m_prev, c_prev = means[a], covs[a]
         w[a], means[a], covs[a], nk[a], low[a] = _mstep_numpy(x[a], resp, means[a], cfg, True)
+        if alive is not None:
+            wa, ma, ca, nka, lowa = w[a], means[a], covs[a], nk[a], low[a]
+            _bury(wa, ma, ca, nka, lowa, alive[a], m_prev, c_prev)
+            w[a], means[a], covs[a], nk[a], low[a] = wa, ma, ca, nka, lowa
         done = np.abs(ll - lb[a]) < cfg.tol
         lb[a], n_iter[a] = ll, it
         conv[a] = done
         active[a] = ~done
+    if alive is not None:   # components that emptied or fell below min_weight die now (Qiao et al. 2025)
+        dying = alive & ((nk < cfg.min_count) | (w < cfg.min_weight))
+        if dying.any():
+            _bury(w, means, covs, nk, low, alive & ~dying, means.copy(), covs.copy())
     degen = (nk < cfg.min_count).any(1) | (low < max(cfg.reg_covar, cfg.var_floor)).any(1)
     bad = ~(np.isfinite(w).all(1) & np.isfinite(means).all((1, 2)) & np.isfinite(covs).all((1, 2, 3)))
     w[bad], means[bad], covs[bad] = w0[bad], m0[bad], c0[bad]   # never hand on NaN: keep the last fit

@@ -28,6 +28,17 @@ class GMMConfig(Component):
         "\"kmeans++\": fresh k-means++ + Lloyd start every generation (scikit-learn's default); \"warm\": EM "
         "from the previous generation's fit (k-means++ on the first fit, and again on any chain whose "
         "previous fit was degenerate)."))
+    start: Literal["data", "truth"] = Field("data", description=(
+        "the first fit's start: data = as `init` says (k-means++); truth = EM from the true parameters (a gmm "
+        "source with as many components), as Qiao et al. (2025) warm-start scikit-learn at t = 1; later fits "
+        "as `init` says"))
+    degenerate: Literal["reseed", "keep"] = Field("reseed", description=(
+        "a component that empties (responsibilities below min_count points) or whose weight falls below "
+        "min_weight: reseed = under init warm the chain restarts from k-means++ (the default: a fit like "
+        "scikit-learn's, which never returns a dead component); keep = it stays dead: weight 0, never sampled, "
+        "left out of EM, counted in the `alive` column (a mixture forgetting a mode; NumPy path)"))
+    min_weight: float = Field(0.0, ge=0, lt=1, description=(
+        "degenerate keep: a component whose fitted weight is below this is dead from then on"))
     tol: float = Field(1e-3, gt=0, description=(
         "Stop EM when the mean per-sample log-likelihood changes by less than tol (scikit-learn)."))
     max_iter: int = Field(100, ge=1, description="EM iterations at most per fit (scikit-learn's max_iter)")
@@ -59,16 +70,29 @@ class GMMConfig(Component):
         return frozenset({"items", "log_prob", "moments"} | ({"cdf"} if source.dim == 1 else set()))
 
     def build(self, source, chains: int) -> "GMMFamily":
-        """The family for a built source."""
-        return GMMFamily(self, source.dim, chains)
+        """The family for a built source (start: truth takes the source's true mixture)."""
+        fam = GMMFamily(self, source.dim, chains)
+        if self.start == "truth":
+            truth = source.truth
+            fam.start = (truth.weights[0].copy(), truth.means[0].copy(), truth.covs[0].copy())
+        return fam
 
     def check(self, exp) -> list[tuple[str, str]]:
-        """Each generation must have at least K training points."""
+        """Each generation must have at least K training points; start: truth needs a K-component gmm truth."""
+        errs = []
         n = getattr(getattr(exp, "regime", None), "n", None)
         if isinstance(n, int) and n < self.components:
-            return [("model.components", f"{self.components} components need at least "
-                     f"{self.components} training points per generation (regime n = {n})")]
-        return []
+            errs.append(("model.components", f"{self.components} components need at least "
+                         f"{self.components} training points per generation (regime n = {n})"))
+        if self.start == "truth":
+            weights = getattr(exp.source, "weights", None) if exp.source.declare().truth == "gmm" else None
+            if weights is None:
+                errs.append(("model.start", f"start: truth needs a gmm source (the truth's own form), not "
+                                            f"{exp.source.kind}"))
+            elif len(weights) != self.components:
+                errs.append(("model.start", f"start: truth needs as many components as the truth "
+                                            f"({len(weights)}), got components = {self.components}"))
+        return errs
 
 
 class _Tempered:
@@ -97,6 +121,8 @@ class GMMFamily:
         self._diag[:, 2] = np.nan
         self._runner = None
         self.last_counts = None
+        self.start = None                                 # (w, m, c) of the truth: start: truth's first fit
+        self.alive = np.ones((s, k), dtype=bool)          # degenerate: keep: components not yet dead
 
     def __getstate__(self):
         """Pickle/deepcopy without the ctypes runner (rebuilt on first use)."""
@@ -151,13 +177,19 @@ class GMMFamily:
         if n < self.k:
             raise ValueError(f"{self.k} components need at least {self.k} points, got {n}")
         mode = init or self.cfg.init
+        if self.start is not None and not self.fitted.any():   # start: truth: EM from the true mixture
+            self.weights[:], self.means[:], self.covs[:] = self.start
+            mode, init = "warm", "warm"
+        keep = self.cfg.degenerate == "keep"
         if mode == "kmeans++":
             fresh = None                                     # every chain
         elif init == "warm":
             fresh = np.zeros(s, bool)                        # explicit: start from the current state
+        elif keep:
+            fresh = ~self.fitted                             # a dead component stays dead: no re-seed
         else:
             fresh = ~self.fitted | self.degenerate          # first fit, or re-seed after a collapse
-        runner = self._get_runner()
+        runner = None if keep else self._get_runner()
         if runner is not None:
             self.weights, self.means, self.covs, self._diag = runner.fit(
                 x, rng, fresh, self.weights, self.means, self.covs, self.threads_for(s * n))
@@ -166,8 +198,12 @@ class GMMFamily:
             # stream never depends on which chains restart.
             u = rng.random((s, 1 + (self.k - 1) * kmeans_trials(self.k)))
             fresh = np.ones(s, bool) if fresh is None else fresh
+            if keep:   # a fresh start revives every component of its chain
+                self.alive[fresh] = True
             self.weights, self.means, self.covs, self._diag = _fit_numpy(
-                x, u, fresh, self.weights, self.means, self.covs, self.cfg)
+                x, u, fresh, self.weights, self.means, self.covs, self.cfg, self.alive if keep else None)
+            if keep:
+                self.alive &= self.weights > 0
         self.fitted = np.ones(s, dtype=bool)
 
     def _get_runner(self):
@@ -265,7 +301,7 @@ class GMMFamily:
         std_k is the standard deviation in 1-D and sqrt(trace(cov_k) / d), the root-mean-square
         per-axis standard deviation, in d dimensions.
         """
-        if self.chains == 1 and self.dim == 1:
+        if self.chains == 1 and self.dim == 1 and self.cfg.degenerate == "reseed":
             return self._params_one()
         order = np.argsort(self.means[:, :, 0], axis=1, kind="stable")
         rows = np.arange(self.chains)[:, None]
@@ -281,6 +317,8 @@ class GMMFamily:
             out[names[1]] = std[:, k]
             out[names[2]] = w[:, k]
         out["degenerate"] = self.degenerate.astype(float)
+        if self.cfg.degenerate == "keep":
+            out["alive"] = self.alive.sum(axis=1).astype(float)
         return out
 
     def _params_one(self) -> dict[str, np.ndarray]:
@@ -304,7 +342,7 @@ class GMMFamily:
         """Copies of the mixture parameters, warm-start flags and the last fit's diagnostics."""
         return {"weights": self.weights.copy(), "means": self.means.copy(), "covs": self.covs.copy(),
                 "degenerate": self.degenerate, "fitted": self.fitted.copy(), "n_iter": self.n_iter,
-                "converged": self.converged, "lower_bound": self.lower_bound}
+                "converged": self.converged, "lower_bound": self.lower_bound, "alive": self.alive.copy()}
 
     def load_state_dict(self, state) -> None:
         """Restore from state_dict()."""
@@ -318,5 +356,6 @@ class GMMFamily:
             return np.asarray(state[key] if key in state else default, dtype=np.float64).reshape(s)
 
         self.fitted = get("fitted", np.ones(s)) > 0
+        self.alive = np.array(state["alive"], bool).reshape(s, k) if "alive" in state else np.ones((s, k), bool)
         self._diag = np.stack([get("n_iter", np.zeros(s)), get("converged", np.zeros(s)),
                                get("lower_bound", np.full(s, np.nan)), get("degenerate", np.zeros(s))], axis=1)
