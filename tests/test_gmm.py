@@ -406,3 +406,13 @@ def test_a_dead_component_stays_dead_under_keep_and_comes_back_under_reseed(poli
         elif g >= 1:   # the fit after the degenerate one re-seeded every chain
             assert (fam.weights[:, 0] > 0.3).all(), fam.weights
     assert sample.shape == (3, 500, 1)
+
+
+def test_shuffle_permutes_points_not_coordinates():
+    """shuffle in d > 1 reorders whole points (numpy's permuted() would shuffle each coordinate on its own)."""
+    fam = GMMFamily.from_params([0.5, 0.5], [[0.0, 0.0], [5.0, 5.0]], [np.eye(2) * 1e-4] * 2, 2,
+                                GMMConfig(components=2, shuffle=True))
+    x = fam.sample(400, np.random.default_rng(0))
+    near = lambda c: (np.abs(x - c).max(-1) < 0.1)    # noqa: E731 - points at a mode, both coordinates
+    assert (near(0.0) | near(5.0)).all()
+    assert not (near(0.0)[:, :200].all() or near(5.0)[:, :200].all())   # and the order is mixed

@@ -43,7 +43,7 @@ def experiment(model: dict, source: dict | None = None, chains: int = 3, regime:
 
 # Sources a metric may be tried on, cheapest first (the image one with the small reference classifier).
 METRIC_SOURCES = [{"kind": "gaussian"}, {"kind": "gmm"}, {"kind": "categorical", "k": 5}, {"kind": "linreg"},
-                  SOURCE_FOR["text"], {"kind": "digits", "classifier": "mlp"}]
+                  SOURCE_FOR["text"], {"kind": "digits", "classifier": "mlp"}, {"kind": "toy", "shape": "ring"}]
 
 
 def metric_example(entry) -> tuple[dict, dict]:

@@ -32,6 +32,7 @@ CAPABILITIES = {
     "normal": "be a Gaussian fit: its mean and covariance say everything (closed forms apply)",
     # what a source offers
     "truth": "a known true distribution",
+    "modes": "known mode locations and spread (a ring or grid of Gaussians)",
     "reference_classifier": "a classifier trained once on the real data",
     "labels": "class labels",
 }
@@ -53,7 +54,7 @@ CAPABILITY_METHODS = {
 }
 
 TRUTH_NAMES = {"gaussian": "Gaussian", "gmm": "Gaussian-mixture", "categorical": "categorical",
-               "markov": "Markov-language", "linreg": "linear-model"}
+               "markov": "Markov-language", "linreg": "linear-model", "checkerboard": "checkerboard"}
 
 
 @dataclass(frozen=True)

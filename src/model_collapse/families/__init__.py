@@ -6,6 +6,7 @@ imports the implementation only when a run starts (torch for the VAE).
 """
 
 from .categorical import CategoricalConfig
+from .diffusion_config import DiffusionConfig
 from .gaussian import GaussianConfig
 from .gmm import GMMConfig
 from .hf_config import HFConfig
@@ -25,4 +26,5 @@ FAMILIES = {
     "ngram": NgramConfig,
     "transformer": TransformerConfig,
     "hf": HFConfig,
+    "diffusion": DiffusionConfig,
 }

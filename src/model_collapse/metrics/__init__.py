@@ -35,6 +35,27 @@ class DispersionParams(Params):
         "own samples"))
 
 
+class ModesParams(Params):
+    """`modes`: mode coverage and the share of high-quality samples on a truth with known modes."""
+
+    k: float = Field(3.0, gt=0, description="a sample within k mode sds of a mode is of high quality there")
+    min_share: Optional[float] = Field(None, gt=0, le=1, description=(
+        "a mode is covered when at least this share of the samples are of high quality at it; None = 1 / (4 K)"))
+
+
+class SlicedParams(Params):
+    """`sliced_wasserstein`: sliced W1 between the samples and the held-out true points."""
+
+    projections: int = Field(64, ge=1, description="random unit directions (fixed across chains and generations)")
+
+
+class MMDParams(Params):
+    """`mmd`: squared MMD, Gaussian kernel, between samples and held-out true points."""
+
+    n: int = Field(1000, ge=2, description="points of each side used (the cost is O(n^2))")
+    bandwidth: Optional[float] = Field(None, gt=0, description="kernel sd; None = the median heuristic")
+
+
 class TailParams(Params):
     """`tail`: mass beyond k true standard deviations."""
 
@@ -148,6 +169,10 @@ METRICS = {
     "nll": Metric("distribution:nll", Needs(model=("log_prob",), source=("truth",)), reference="any"),
     "dispersion": Metric("distribution:dispersion", Needs(kinds=("vector",), truth=("gaussian", "gmm"),
                                                           model=("items",)), DispersionParams),
+    "modes": Metric("modes:modes", Needs(kinds=("vector",), source=("modes",), model=("items",)), ModesParams),
+    "sliced_wasserstein": Metric("modes:sliced_wasserstein", Needs(kinds=("vector",), model=("items",)),
+                                 SlicedParams, reference="any"),
+    "mmd": Metric("modes:mmd", Needs(kinds=("vector",), model=("items",)), MMDParams, reference="any"),
     "test_error": Metric("regression:test_error", Needs(kinds=("pairs",), truth=("linreg",))),
     "pixels": Metric("images:pixels", Needs(kinds=("image",))),
     "classes": Metric("images:classes", Needs(kinds=("image",), source=("reference_classifier",)), ClassesParams),

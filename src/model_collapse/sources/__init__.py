@@ -5,6 +5,7 @@ from .hf_dataset import HFDatasetSourceConfig
 from .images import ImageSourceConfig
 from .regression import LinRegSourceConfig
 from .text import KJVSourceConfig, TextFileSourceConfig, ZipfMarkovSourceConfig
+from .toys import ToySourceConfig
 
 SOURCES = {
     "gaussian": GaussianSourceConfig,
@@ -19,4 +20,5 @@ SOURCES = {
     "text": TextFileSourceConfig,
     "zipf-markov": ZipfMarkovSourceConfig,
     "hf-dataset": HFDatasetSourceConfig,
+    "toy": ToySourceConfig,
 }

@@ -257,7 +257,9 @@ class GMMFamily:
             z = box_muller(raw)[:m].reshape(s, n, d)
             x = _affine_numpy(z, counts, src.means, src.covs)
         if self.cfg.shuffle:
-            x = rng.permuted(x, axis=1)
+            # permuted() shuffles every 1-D slice on its own: in d > 1 the points are permuted as rows
+            x = rng.permuted(x, axis=1) if d == 1 else np.take_along_axis(
+                x, rng.permuted(np.broadcast_to(np.arange(n), (s, n)), axis=1)[:, :, None], axis=1)
         return x
 
     # ------------------------------------------------------------ evaluation
