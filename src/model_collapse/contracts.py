@@ -127,6 +127,15 @@ def check_filter(filt: dict, model: dict | None = None, chains: int = 3, source:
     kinds = cls.needs.kinds
     if model is None and kinds and "vector" not in kinds and kinds[0] in FILTER_ON:
         model, source = FILTER_ON[kinds[0]][0], source or FILTER_ON[kinds[0]][1]
+    if source is None and cls.needs.source:   # a filter that needs more of its source: the first that fits
+        from .errors import ConfigError
+        for candidate in METRIC_SOURCES:
+            try:
+                experiment(model or {"kind": "gaussian"}, candidate, chains=chains, filter=filt)
+            except (ConfigError, AssertionError):
+                continue
+            source = candidate
+            break
     exp = experiment(model or {"kind": "gaussian"}, source, chains=chains, filter=filt)
     source, fam, regime, f = build(exp)
     fresh = getattr(f, "begin", lambda: None)

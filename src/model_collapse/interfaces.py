@@ -115,6 +115,22 @@ class Draws(Protocol):
 
 
 @runtime_checkable
+class Transforms(Protocol):
+    """Optional hook of filters that map samples rather than only drop them (self-correction)."""
+
+    def transform(self, samples, model, rng):
+        """The corrected samples (same shape), before the keep mask is taken."""
+
+
+@runtime_checkable
+class Reports(Protocol):
+    """Optional hook of filters with columns of their own (S,) for the generation just drawn."""
+
+    def columns(self) -> dict:
+        """{column: (S,) array} recorded beside accept_rate."""
+
+
+@runtime_checkable
 class Timed(Protocol):
     """Optional hook of families that time their own phases (written to timings.csv)."""
 

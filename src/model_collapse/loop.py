@@ -14,7 +14,7 @@ from tqdm import tqdm
 
 from .errors import DivergenceError
 from .filters.stage import filtered_sample
-from .interfaces import Stateful, Timed
+from .interfaces import Reports, Stateful, Timed
 from .metrics import Context, metric_entry
 from .plugins import find
 from .rng import Seeds
@@ -98,6 +98,7 @@ def run_generations(exp, store, progress: bool | None = None) -> int:
     # Optional hooks (interfaces.py), resolved once here, never probed per generation.
     stateful = {m: fn for m, fn in metrics.items() if isinstance(fn, Stateful)}
     filt_state = filt if isinstance(filt, Stateful) else None
+    filt_columns = filt if isinstance(filt, Reports) else None
     timed = model if isinstance(model, Timed) else None
     # The finiteness check reads the family's own parameter columns: from the recorded row when a
     # metric records them all (`params` does), else from model.params().
@@ -161,6 +162,8 @@ def run_generations(exp, store, progress: bool | None = None) -> int:
                 if g % exp.record_every == 0 or g == final:
                     if accept is not None:
                         rows["accept_rate"] = accept
+                        if filt_columns is not None:
+                            rows.update(filt_columns.columns())
                     ctx = Context(g, model, samples, train, source, reference, seeds.lazy("metric", g), store, exp)
                     for name, fn in metrics.items():
                         tm = time.perf_counter()

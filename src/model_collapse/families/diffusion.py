@@ -34,6 +34,7 @@ from ..nn.vae import ChainLinear
 from .diffusion_config import DiffusionConfig
 
 EVAL_CHUNK = 8192
+CLIP = 6.0             # DDIM: |x0| bound in standardised units (6 sd: beyond any real point of a toy truth)
 
 
 def noise_schedule(kind: str, steps: int) -> torch.Tensor:
@@ -195,7 +196,10 @@ class DiffusionFamily:
             ab = abar[k].float()
             ab_prev = abar[ks[i + 1]].float() if i + 1 < len(ks) else torch.ones((), device=x.device)
             eps = model(x, full((k + 1) / steps))
-            x0 = (x - (1 - ab).sqrt() * eps) / ab.sqrt()
+            # x0's estimate divides by sqrt(abar), ~1e-3 at the noisiest level: clipped to the standardised
+            # data's range, as DDIM samplers clip it (diffusers' clip_sample), then eps made consistent with it
+            x0 = ((x - (1 - ab).sqrt() * eps) / ab.sqrt()).clamp(-CLIP, CLIP)
+            eps = (x - ab.sqrt() * x0) / (1 - ab).sqrt()
             x = ab_prev.sqrt() * x0 + (1 - ab_prev).sqrt() * eps
         return x
 

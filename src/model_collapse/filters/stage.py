@@ -7,7 +7,7 @@ import math
 import numpy as np
 
 from ..errors import FilterError
-from ..interfaces import Begins, Draws
+from ..interfaces import Begins, Draws, Transforms
 
 
 def filtered_sample(model, filt, n: int, sample_rng: np.random.Generator, filter_rng: np.random.Generator,
@@ -28,6 +28,8 @@ def filtered_sample(model, filt, n: int, sample_rng: np.random.Generator, filter
         if not isinstance(x, np.ndarray):
             raise FilterError(f"{name} needs items, but the model sampled a summary ({type(x).__name__}); "
                               "declare needs = Needs(model=('items',)) on the filter so validation says so")
+        if isinstance(filt, Transforms):   # a correction maps the samples first (Gillman et al. 2024)
+            x = filt.transform(x, model, filter_rng)
         keep = np.asarray(filt(x, model, filter_rng), bool)
         if keep.shape != x.shape[:2]:
             raise FilterError(f"{name} returned a keep mask of shape {keep.shape}, expected {x.shape[:2]}")
