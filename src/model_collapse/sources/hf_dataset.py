@@ -92,7 +92,10 @@ def _open(cfg: HFDatasetSourceConfig):
         raise DataError(f"hf-dataset '{cfg.path}'{f' ({cfg.name})' if cfg.name else ''} is not on disk and {why} "
                         f"({str(e).splitlines()[0][:200]}). On a machine with network access load it once "
                         f"(`datasets.load_dataset('{cfg.path}'{f', {cfg.name!r}' if cfg.name else ''})"
-                        f".save_to_disk(DIR)`) and give DIR as source.path") from None
+                        f".save_to_disk(DIR)`) and give DIR as source.path"
+                        + (f"; the tokenizer {cfg.tokenizer} (and a model of that name) must be on disk too: "
+                           f"`huggingface-cli download {cfg.tokenizer}`" if cfg.tokenizer not in ("char", "bpe")
+                           else "")) from None
 
 
 def load_texts(cfg: HFDatasetSourceConfig) -> dict[str, str]:
