@@ -109,7 +109,8 @@ def test_same_seed_same_metrics_and_resume_continues_exactly(tmp_path):
                      "init": "warm"},
            "regime": {"kind": "mix", "n": 200, "real": 0.5, "fitted": 0.5}, "metrics": ["params", "modes"],
            "checkpoint_seconds": 0}
-    a = mc.run(raw, out=tmp_path / "a", figures=False)
+    a = mc.run(raw, out=tmp_path / "a", figures=True)     # a family without a density draws its samples
+    assert (tmp_path / "a" / "figures" / "density.png").stat().st_size > 0
     mc.run(raw, out=tmp_path / "b", figures=False)
     assert (tmp_path / "a" / "metrics.csv").read_bytes() == (tmp_path / "b" / "metrics.csv").read_bytes()
     mc.run({**raw, "generations": 2}, out=tmp_path / "c", figures=False)

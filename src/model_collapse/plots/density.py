@@ -56,12 +56,14 @@ def plot_density(run: Path, out: Path, exp) -> Path | None:
     from ..store import RunStore
     decl = exp.source.declare()
     dim = getattr(decl, "dim", None)
-    if decl.truth is None or decl.data_kind not in ("vector", "category") or \
-            (decl.data_kind == "vector" and dim not in (1, 2)):
+    if decl.data_kind not in ("vector", "category") or (decl.data_kind == "vector" and dim not in (1, 2)) or \
+            (decl.truth is None and not (dim == 2 and "log_prob" not in exp.model.capabilities(decl))):
         return None   # densities of 1-D and 2-D vectors and of categories only (not regression pairs)
     snaps = RunStore(run).snapshots()
     if not snaps:
         return None
+    if decl.data_kind == "vector" and "log_prob" not in exp.model.capabilities(decl):
+        return _scatter_2d(exp, snaps, out) if dim == 2 else None   # no density to draw: its samples
     keep = min(exp.chains, 4) if decl.data_kind == "vector" and dim == 1 else 1
     source, models = drawn_models(exp, snaps, keep)
     truth, gens = source.truth, sorted(models)
@@ -92,6 +94,26 @@ def plot_density(run: Path, out: Path, exp) -> Path | None:
     else:
         return _plot_2d(exp, snaps, truth, models, gens, out)
     ax.legend(fontsize=7)
+    return save(fig, out / "density.png", top=0.3)
+
+
+def _scatter_2d(exp, snaps, out: Path) -> Path:
+    """2,000 points of the truth and of chain 0's model at each snapshot (a family without a density)."""
+    source, models = drawn_models(exp, snaps, 1)
+    gens = sorted(models)
+    rng = np.random.default_rng(0)
+    panels = [("truth", source.reference(2000, rng))] + [
+        (f"gen {g} (chain 0)", models[g].sample(2000, np.random.default_rng(g))[0]) for g in gens]
+    lo, hi = panels[0][1].min(0), panels[0][1].max(0)
+    pad = 0.25 * (hi - lo)
+    fig, axes = subplots(1, len(panels), figsize=(2.8 * len(panels), 2.8), squeeze=False)
+    for ax, (title, pts) in zip(axes[0], panels):
+        ax.scatter(pts[:, 0], pts[:, 1], s=1, alpha=0.4, lw=0)
+        ax.set_xlim(lo[0] - pad[0], hi[0] + pad[0])
+        ax.set_ylim(lo[1] - pad[1], hi[1] + pad[1])
+        ax.set_title(title, fontsize=9, y=1.0)
+        ax.set_aspect("equal")
+        ax.tick_params(labelsize=6)
     return save(fig, out / "density.png", top=0.3)
 
 
