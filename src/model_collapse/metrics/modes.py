@@ -41,8 +41,10 @@ def _directions(d: int, n: int) -> np.ndarray:
 
 
 def _quantiles(a: np.ndarray, m: int) -> np.ndarray:
-    """m evenly spaced empirical quantiles of each row of a (..., n)."""
-    return np.quantile(a, (np.arange(m) + 0.5) / m, axis=-1).transpose(*range(1, a.ndim), 0)
+    """m evenly spaced empirical quantiles of each row of a (..., n): the order statistics at ranks
+    floor((i + 1/2) n / m) (one sort; np.quantile with m levels took seconds here)."""
+    n = a.shape[-1]
+    return np.sort(a, axis=-1)[..., np.minimum(((np.arange(m) + 0.5) * n / m).astype(np.int64), n - 1)]
 
 
 def sliced_wasserstein(ctx: Context, projections: int = 64) -> dict[str, np.ndarray]:
