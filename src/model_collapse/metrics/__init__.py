@@ -172,6 +172,7 @@ METRICS = {
     "modes": Metric("modes:modes", Needs(kinds=("vector",), source=("modes",), model=("items",)), ModesParams),
     "sliced_wasserstein": Metric("modes:sliced_wasserstein", Needs(kinds=("vector",), model=("items",)),
                                  SlicedParams, reference="any"),
+    "truth_nll": Metric("modes:truth_nll", Needs(kinds=("vector",), source=("truth",), model=("items",))),
     "mmd": Metric("modes:mmd", Needs(kinds=("vector",), model=("items",)), MMDParams, reference="any"),
     "test_error": Metric("regression:test_error", Needs(kinds=("pairs",), truth=("linreg",))),
     "pixels": Metric("images:pixels", Needs(kinds=("image",))),

@@ -174,7 +174,7 @@ class DistributionSource:
         self.data_kind, self.dim = decl.data_kind, decl.dim
         self.k = getattr(cfg, "k", None)
         self.truth = cfg.truth(chains)
-        self._one = cfg.truth(1)   # draws the shared reference set without S copies
+        self.one_truth = cfg.truth(1)   # a one-chain copy: the shared reference set, and scores of S chains' points in one call
 
     def real(self, n: int, rng: np.random.Generator):
         """Generation 0's training set: n true draws per chain."""
@@ -186,4 +186,4 @@ class DistributionSource:
 
     def reference(self, n: int, rng: np.random.Generator) -> np.ndarray:
         """Held-out true data shared by all chains, for metrics only: (M, ...)."""
-        return self._one.sample(n, rng)[0]
+        return self.one_truth.sample(n, rng)[0]

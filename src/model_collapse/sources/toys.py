@@ -104,7 +104,7 @@ class ToySource:
     def __init__(self, cfg: ToySourceConfig, chains: int):
         self.cfg, self.chains = cfg, chains
         self.modes = cfg.modes_at() if cfg.shape in ("ring", "grid") else None
-        self.truth, self._one = self._truth(chains), self._truth(1)
+        self.truth, self.one_truth = self._truth(chains), self._truth(1)
         self.mode_std = cfg.std if self.modes is not None else None
 
     def _truth(self, chains: int):
@@ -120,7 +120,7 @@ class ToySource:
 
     def _draw(self, chains: int, n: int, rng: np.random.Generator) -> np.ndarray:
         if self.truth is not None:   # a mixture samples grouped by component: shuffled, so any prefix is a sample
-            x = (self.truth if chains == self.chains else self._one).sample(n, rng)
+            x = (self.truth if chains == self.chains else self.one_truth).sample(n, rng)
             if self.modes is None:
                 return x
             order = rng.permuted(np.broadcast_to(np.arange(n), x.shape[:2]), axis=1)   # rows, not coordinates
