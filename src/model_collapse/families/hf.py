@@ -30,6 +30,7 @@ import torch
 from ..datasets.errors import DataError
 from ..nn.trainer import EarlyStopping, Trainer, evaluate, num_threads, resolve_device
 from ..text.hf import load, transformers
+from .blocks import check_blocks, heldout_split, pick_prompts, prompt_pool
 from .hf_config import HFConfig
 
 SCORE_ROWS = 64        # blocks scored at once
@@ -161,15 +162,8 @@ class HFFamily:
 
     # ---- data -------------------------------------------------------------------------------
     def _blocks(self, data) -> np.ndarray:
-        """Checked token blocks (S or 1, N, T) int32."""
-        x = np.asarray(data)
-        if x.ndim != 3 or x.shape[-1] != self.block:
-            raise DataError(f"hf: text data must be (chains, blocks, {self.block} tokens), got {x.shape}")
-        if x.shape[0] not in (self.chains, 1):
-            raise DataError(f"hf: data has {x.shape[0]} chains, the family {self.chains}")
-        if x.size and (x.min() < 0 or x.max() >= self.v_tok):
-            raise DataError(f"hf: token ids must lie in [0, {self.v_tok}); got {x.min()} .. {x.max()}")
-        return x
+        """Checked token blocks (S or 1, N, T) int32 (a shared view stays a view)."""
+        return check_blocks(data, self.chains, self.block, self.v_tok, "hf")
 
     def _io(self, x: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         """Inputs (start token + block[:-1]) and targets (the block) of blocks x (M, T), int64."""
@@ -209,23 +203,12 @@ class HFFamily:
         self.models = models
         self.last_loss, self.last_epochs, self.last_tokens = loss, epochs, tokens
         if cfg.mode == "prompted":
-            part = slice(0, cfg.prompt) if cfg.prompt_from == "start" else slice(self.block - cfg.prompt, self.block)
-            self.prompts = np.ascontiguousarray(np.broadcast_to(x, (self.chains,) + x.shape[1:])[:, :, part],
-                                                dtype=np.int32)
-
-    def _split(self, x: np.ndarray, gen: torch.Generator) -> tuple[np.ndarray, np.ndarray]:
-        """A random held-out share of the blocks x (N, T): (train, val); val is train when nothing is held out."""
-        n = x.shape[0]
-        n_val = 0 if self.cfg.val_fraction == 0 else min(n - 1, max(1, round(self.cfg.val_fraction * n)))
-        if n_val == 0:
-            return x, x
-        perm = torch.randperm(n, generator=gen).numpy()
-        return x[np.sort(perm[n_val:])], x[np.sort(perm[:n_val])]
+            self.prompts = prompt_pool(x, self.chains, cfg, self.block)
 
     def _train(self, model, x: np.ndarray, gen: torch.Generator, fixed: Optional[int], lr: float):
         """Fit one chain's model on blocks x (N, T) at rate lr: (FitResult, held-out loss, tokens trained)."""
         cfg = self.cfg
-        train, val = self._split(x, gen)
+        train, val = heldout_split(x, cfg.val_fraction, gen)
         (ti, tt), (vi, vt) = ((a[None].to(self.device), b[None].to(self.device)) for a, b in map(self._io, (train, val)))
         trainer = Trainer(model, _lm_loss, lr=lr, optimizer="adamw", weight_decay=cfg.weight_decay,
                           compile=bool(cfg.compile), precision=cfg.precision, name="hf model", lr_key="model.lr",
@@ -282,11 +265,7 @@ class HFFamily:
                 model.eval()
                 seq = torch.full((n, k + 1), self.bos, dtype=torch.int64)
                 if k:
-                    pool = self.prompts[s]
-                    pick = np.arange(n) if n == len(pool) else (
-                        np.sort(rng.choice(len(pool), n, replace=False)) if n < len(pool)
-                        else rng.integers(0, len(pool), n))
-                    seq[:, 1:] = torch.from_numpy(pool[pick].astype(np.int64))
+                    seq[:, 1:] = pick_prompts(self.prompts[s], n, rng)
                 for a in range(0, n, cfg.gen_batch):
                     part = seq[a:a + cfg.gen_batch].to(self.device)
                     with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):

@@ -24,11 +24,10 @@ from typing import Optional
 import numpy as np
 import torch
 
-from ..datasets.errors import DataError
-from ..errors import DivergenceError
 from ..nn.generate import generate, window_start
 from ..nn.gpt import GPT, lm_loss
 from ..nn.trainer import EarlyStopping, Trainer, evaluate, num_threads, resolve_device
+from .blocks import check_blocks, heldout_split, pick_prompts, prompt_pool
 from .transformer_config import TransformerConfig
 
 IGNORE = -100          # target id that cross_entropy skips
@@ -60,14 +59,7 @@ class TransformerFamily:
     # ---- data -------------------------------------------------------------------------------
     def _blocks(self, data) -> np.ndarray:
         """Checked token blocks (S or 1, N, T) int32 (a shared view stays a view)."""
-        x = np.asarray(data)
-        if x.ndim != 3 or x.shape[-1] != self.block:
-            raise DataError(f"transformer: text data must be (chains, blocks, {self.block} tokens), got {x.shape}")
-        if x.shape[0] not in (self.chains, 1):
-            raise DataError(f"transformer: data has {x.shape[0]} chains, the family {self.chains}")
-        if x.size and (x.min() < 0 or x.max() >= self.v):
-            raise DataError(f"transformer: token ids must lie in [0, {self.v}); got {x.min()} .. {x.max()}")
-        return x
+        return check_blocks(data, self.chains, self.block, self.v, "transformer")
 
     def windows(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Inputs and targets (M * windows, C) of blocks x (M, T): BOS + block[:-1] -> block, cut into
@@ -109,9 +101,7 @@ class TransformerFamily:
         self.models = models
         self.last_loss, self.last_epochs, self.last_tokens, self.last_history = loss, epochs, tokens, history
         if cfg.mode == "prompted":
-            part = slice(0, cfg.prompt) if cfg.prompt_from == "start" else slice(self.block - cfg.prompt, self.block)
-            self.prompts = np.ascontiguousarray(np.broadcast_to(x, (self.chains,) + x.shape[1:])[:, :, part],
-                                                dtype=np.int32)
+            self.prompts = prompt_pool(x, self.chains, cfg, self.block)
 
     def _start(self, s: int, gen: torch.Generator) -> GPT:
         """Chain s's starting weights for this fit: fresh, the current model (warm) or generation 0's (gen0)."""
@@ -124,19 +114,10 @@ class TransformerFamily:
             model.load_state_dict(self.gen0[s])
         return model.to(self.device)
 
-    def _split(self, x: np.ndarray, gen: torch.Generator) -> tuple[np.ndarray, np.ndarray]:
-        """A random held-out share of the blocks x (N, T): (train, val); val is train when nothing is held out."""
-        n = x.shape[0]
-        n_val = 0 if self.cfg.val_fraction == 0 else min(n - 1, max(1, round(self.cfg.val_fraction * n)))
-        if n_val == 0:
-            return x, x
-        perm = torch.randperm(n, generator=gen).numpy()
-        return x[np.sort(perm[n_val:])], x[np.sort(perm[:n_val])]
-
     def _train(self, model: GPT, x: np.ndarray, gen: torch.Generator, fixed: Optional[int], lr: float):
         """Fit one chain's model on blocks x (N, T) at rate lr: (FitResult, held-out loss, tokens trained)."""
         cfg = self.cfg
-        train, val = self._split(x, gen)
+        train, val = heldout_split(x, cfg.val_fraction, gen)
         to = lambda a: torch.from_numpy(a)[None].to(self.device)          # noqa: E731 - (1, M, C)
         (ti, tt), (vi, vt) = (tuple(map(to, self.windows(part))) for part in (train, val))
         trainer = Trainer(model, lm_loss, lr=lr, optimizer="adamw", weight_decay=cfg.weight_decay,
@@ -170,11 +151,7 @@ class TransformerFamily:
             for s, model in enumerate(models):
                 seq = torch.full((n, t + 1), self.v, dtype=torch.int64)
                 if k:
-                    pool = self.prompts[s]
-                    pick = np.arange(n) if n == len(pool) else (
-                        np.sort(rng.choice(len(pool), n, replace=False)) if n < len(pool)
-                        else rng.integers(0, len(pool), n))
-                    seq[:, 1:k + 1] = torch.from_numpy(pool[pick].astype(np.int64))
+                    seq[:, 1:k + 1] = pick_prompts(self.prompts[s], n, rng)
                 for a in range(0, n, rows):
                     part = seq[a:a + rows].to(self.device)
                     done = generate(model, part, k + 1, decode=cfg.decode, temperature=cfg.temperature,
