@@ -59,13 +59,8 @@ class HFDatasetSourceConfig(RealTextConfig):
 
 
 def _datasets():
-    try:
-        import datasets
-    except ImportError:
-        raise DataError(f"the hf-dataset source needs the datasets library: {INSTALL}") from None
-    datasets.utils.logging.set_verbosity_error()
-    datasets.utils.logging.disable_progress_bar()
-    return datasets
+    from ..text.hf import quiet_import
+    return quiet_import("datasets", "the hf-dataset source needs", INSTALL)
 
 
 def _open(cfg: HFDatasetSourceConfig):
@@ -86,9 +81,9 @@ def _open(cfg: HFDatasetSourceConfig):
         raise DataError(f"hf-dataset {cfg.path}: no data there ({str(e).splitlines()[0][:200]}); give a "
                         f"save_to_disk directory, a data file, or a hub id") from None
     except (ConnectionError, OSError, ValueError) as e:
-        offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes") or \
-            os.environ.get("HF_DATASETS_OFFLINE", "").lower() in ("1", "true", "yes")
-        why = "offline mode is set" if offline else "it could not be fetched from the hub from here"
+        from ..text.hf import offline
+        why = ("offline mode is set" if offline("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")
+               else "it could not be fetched from the hub from here")
         raise DataError(f"hf-dataset '{cfg.path}'{f' ({cfg.name})' if cfg.name else ''} is not on disk and {why} "
                         f"({str(e).splitlines()[0][:200]}). On a machine with network access load it once "
                         f"(`datasets.load_dataset('{cfg.path}'{f', {cfg.name!r}' if cfg.name else ''})"

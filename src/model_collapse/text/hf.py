@@ -9,6 +9,7 @@ one DataError saying how to get it. `transformers` is an optional extra (`pip in
 
 from __future__ import annotations
 
+import importlib
 import os
 from pathlib import Path
 
@@ -20,15 +21,26 @@ from .tokenize import vocab_hash
 INSTALL = "pip install 'model-collapse[hf]' (transformers and safetensors; peft for LoRA)"
 
 
-def transformers():
-    """The transformers module, quiet (no progress bars, errors only), or a DataError saying how to install it."""
+def quiet_import(name: str, who_needs: str, install: str = INSTALL):
+    """A Hugging Face library (transformers, datasets), quiet (no progress bars, errors only), or a DataError
+    saying how to install it."""
     try:
-        import transformers as tf
+        module = importlib.import_module(name)
     except ImportError:
-        raise DataError(f"Hugging Face models need the transformers library: {INSTALL}") from None
-    tf.utils.logging.set_verbosity_error()
-    tf.utils.logging.disable_progress_bar()
-    return tf
+        raise DataError(f"{who_needs} the {name} library: {install}") from None
+    module.utils.logging.set_verbosity_error()
+    module.utils.logging.disable_progress_bar()
+    return module
+
+
+def transformers():
+    """The transformers module, quiet."""
+    return quiet_import("transformers", "Hugging Face models need")
+
+
+def offline(*variables: str) -> bool:
+    """Whether any of these offline switches (HF_HUB_OFFLINE by default) is set."""
+    return any(os.environ.get(v, "").lower() in ("1", "true", "yes") for v in variables or ("HF_HUB_OFFLINE",))
 
 
 def is_local(name: str) -> bool:
@@ -46,8 +58,7 @@ def load(loader, name: str, what: str, **kwargs):
         if local:
             raise DataError(f"{what} {name}: the directory holds no readable {what} ({str(e).splitlines()[0]}); "
                             f"write one there with save_pretrained, or name a hub id") from None
-        offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
-        how = ("HF_HUB_OFFLINE is set, so only the local cache is searched" if offline else
+        how = ("HF_HUB_OFFLINE is set, so only the local cache is searched" if offline() else
                "it is neither a local directory nor reachable on the Hugging Face hub from here")
         raise DataError(
             f"{what} '{name}' is not on disk: {how}. On a machine with network access run "
