@@ -22,6 +22,7 @@ resume; a model that changed there since is refused.
 from __future__ import annotations
 
 import hashlib
+from functools import cached_property
 from typing import Optional
 
 import numpy as np
@@ -109,8 +110,10 @@ class HFFamily:
             self._pretrained = {k: v.detach().clone() for k, v in model.state_dict().items()}
         return self._pretrained
 
+    @cached_property
     def fingerprint(self) -> str:
-        """A digest of the model's config and its initial weights (what a resumed run must find again)."""
+        """A digest of the model's config and its initial weights (what a resumed run must find again); taken
+        once, not at every checkpoint (it sums every pretrained weight)."""
         h = hashlib.sha256(self._config_digest)
         if self.cfg.model is not None:
             for k, v in sorted(self._pretrained_state().items()):
@@ -318,7 +321,7 @@ class HFFamily:
                 for k in per_chain[0]:
                     state[prefix + k] = np.stack([c[k].float().numpy() for c in per_chain])
         if self.models is not None:
-            state["fingerprint"] = np.array(self.fingerprint())
+            state["fingerprint"] = np.array(self.fingerprint)
         if self.prompts is not None:
             state["prompts"] = self.prompts
         return state
@@ -340,7 +343,7 @@ class HFFamily:
         if trained is None:
             self.models = None
         else:
-            if "fingerprint" in state and str(state["fingerprint"]) != self.fingerprint():
+            if "fingerprint" in state and str(state["fingerprint"]) != self.fingerprint:
                 raise DataError(f"hf: {self.name} is not the model this run was made with (its config or weights "
                                 f"changed since); restore it, or start a new run")
             try:
