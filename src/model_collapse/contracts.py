@@ -109,7 +109,7 @@ def check_family(model: dict, source: dict | None = None, chains: int = 3) -> No
         z = fam.encode_mean(ref[None])
         assert z.shape[:2] == (chains, 30)
     if "decode" in caps:
-        assert fam.decode(np.zeros((chains, 5, fam.cfg.latent))).shape[:2] == (chains, 5)
+        assert fam.decode(np.zeros((chains, 5, fam.latent_dim))).shape[:2] == (chains, 5)
 
 
 # A model and source for filters that judge images (the reference classifier of the 8x8 digits).

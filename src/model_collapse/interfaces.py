@@ -2,7 +2,7 @@
 
 A component's config class declares what it is (kinds.py: data kinds, capabilities, needs) and
 builds the object described here. What a capability adds to a family is kinds.CAPABILITY_METHODS
-(`decode` -> decode, cfg.latent, cfg.temperature); the optional hooks below are Protocols the loop
+(`decode` -> decode, latent_dim, temperature); the optional hooks below are Protocols the loop
 resolves once per run, before the first generation, never per generation. The contract suites
 (model_collapse.testing) check built-in components and plugins against these.
 

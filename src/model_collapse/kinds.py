@@ -47,7 +47,7 @@ CAPABILITY_METHODS = {
     "moments": ("moments",),
     "probs": ("p",),                                   # (S, K) category probabilities
     "encode": ("encode_mean",),
-    "decode": ("decode", "cfg.latent", "cfg.temperature"),   # latent codes z ~ N(0, T^2 I) of size latent
+    "decode": ("decode", "latent_dim", "temperature"),   # latent codes z ~ N(0, T^2 I) of size latent_dim
     "classify": ("classifier",),                       # one classifier per chain (metrics.images)
     "score_text": ("token_logprob", "log_prob"),
     "normal": ("moments", "mean", "cov", "mean_log_prob", "dim"),

@@ -1,11 +1,11 @@
-"""Diffusion and flow-matching models of vectors in the loop (config: families/diffusion_config.py).
+"""Diffusion and flow-matching models of vectors and images in the loop (config: families/diffusion_config.py).
 
 Bertrand et al. (ICLR 2024) show that iterative retraining of diffusion and flow-matching models is
 stable when the share of real data is large enough; Gerstgrasser et al. (2024) that accumulating data
 prevents collapse for diffusion models as for language models.
 
-Two objectives share one denoiser, an MLP of the point and a sinusoidal embedding of the time t in
-(0, 1] (Vaswani et al. 2017's frequencies), S chains batched as one module (ChainLinear):
+Two objectives share one denoiser of the point and a sinusoidal embedding of the time t in (0, 1]: an
+MLP for vectors (nn/denoise.py), a U-Net for images (nn/unet.py), S chains batched as one module:
 
 - ddpm (Ho et al. 2020): t indexes T noise levels abar_1 > ... > abar_T; the network predicts the noise
   e of x_t = sqrt(abar_t) x + sqrt(1 - abar_t) e. Ancestral sampling runs all T steps with
@@ -15,9 +15,14 @@ Two objectives share one denoiser, an MLP of the point and a sinusoidal embeddin
   Euler or Heun steps.
 
 Training is the shared trainer's (nn/trainer.py): the step's fresh noise and time come in as one
-N(0, 1) draw per point of size d + 1 (the last one mapped to a uniform time by the normal CDF), drawn
-from the run's generator, so a rerun or a resumed run trains on the same numbers. Early stopping
-scores the held-out loss at noise and times drawn once per fit.
+N(0, 1) draw per point of size d + 1 (the last one mapped to a uniform time by the normal CDF; a
+class-conditional model draws one more, for dropping the label), drawn from the run's generator, so a
+rerun or a resumed run trains on the same numbers. Early stopping scores the held-out loss at noise and
+times drawn once per fit.
+
+Images are the project's layout (S, N, P + 1), pixels 0..255 and the label last (255 = unlabelled): the
+model sees pixels mapped to [-1, 1]; its samples come back in the training data's dtype, labelled with
+the class they were drawn for (conditional) or unlabelled.
 """
 
 from __future__ import annotations
@@ -27,14 +32,17 @@ from typing import Optional
 
 import numpy as np
 import torch
-from torch import nn
 
+from ..data import UNLABELLED
+from ..errors import ConfigError
+from ..nn.denoise import MLPDenoiser
 from ..nn.trainer import EarlyStopping, Trainer, evaluate, num_threads, resolve_device
-from ..nn.vae import ChainLinear
+from ..nn.unet import UNet, unet_fits
 from .diffusion_config import DiffusionConfig
 
 EVAL_CHUNK = 8192
 CLIP = 6.0             # DDIM: |x0| bound in standardised units (6 sd: beyond any real point of a toy truth)
+GRID_SEED = 0          # decode(): the extra noise of ancestral sampling is the same at every generation
 
 
 def noise_schedule(kind: str, steps: int) -> torch.Tensor:
@@ -49,44 +57,23 @@ def noise_schedule(kind: str, steps: int) -> torch.Tensor:
     return torch.cumprod(1 - betas, 0)
 
 
-class Denoiser(nn.Module):
-    """S MLPs (S, B, d) x (S, B) -> (S, B, d) of the point and an embedding of the time."""
-
-    def __init__(self, chains: int, dim: int, hidden: tuple, embed: int):
-        super().__init__()
-        widths = [dim + embed, *hidden]
-        self.layers = nn.ModuleList(ChainLinear(chains, a, b) for a, b in zip(widths[:-1], widths[1:]))
-        self.out = ChainLinear(chains, widths[-1], dim)
-        half = embed // 2
-        self.register_buffer("freqs", torch.exp(-math.log(10000.0) * torch.arange(half) / half), persistent=False)
-
-    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        a = (1000.0 * t)[..., None] * self.freqs
-        h = torch.cat([x, torch.sin(a), torch.cos(a)], -1)
-        for layer in self.layers:
-            h = torch.nn.functional.silu(layer(h))
-        return self.out(h)
-
-    def reset_parameters(self, gen: torch.Generator) -> None:
-        """PyTorch's default layer init, U(-1/sqrt(fan_in), 1/sqrt(fan_in)), from gen."""
-        for m in self.modules():
-            if isinstance(m, ChainLinear):
-                bound = 1.0 / math.sqrt(m.fan_in)
-                with torch.no_grad():
-                    for p in (m.weight, m.bias):
-                        p.copy_(torch.empty(p.shape).uniform_(-bound, bound, generator=gen))
-
-
 class DiffusionLoss:
     """The training loss per chain (S,): noise-prediction (ddpm) or velocity (flow) mean squared error."""
 
-    def __init__(self, objective: str, abar: torch.Tensor):
+    def __init__(self, objective: str, abar: torch.Tensor, classes: int = 0, label_dropout: float = 0.0):
         self.objective, self.abar, self.steps = objective, abar.float(), len(abar)
-        self.__qualname__ = f"DiffusionLoss.{objective}"
+        self.classes, self.label_dropout = classes, label_dropout
+        self.__qualname__ = f"DiffusionLoss.{objective}.{classes}.{label_dropout}"
 
-    def __call__(self, model, x: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+    def __call__(self, model, x: torch.Tensor, *rest: torch.Tensor) -> torch.Tensor:
+        """x (S, B, d) [labels (S, B)] noise (S, B, d + 1 [+ 1]) -> the per-chain mean loss (S,)."""
+        *labels, noise = rest
         d = x.shape[-1]
         eps, u = noise[..., :d], torch.special.ndtr(noise[..., d])          # u ~ U(0, 1)
+        y = None
+        if labels:   # classifier-free guidance trains the null label on a share of the items
+            drop = torch.special.ndtr(noise[..., d + 1]) < self.label_dropout
+            y = torch.where(drop, self.classes, labels[0])
         if self.objective == "flow":
             t = u
             xt = t[..., None] * x + (1 - t[..., None]) * eps
@@ -96,43 +83,96 @@ class DiffusionLoss:
             ab = self.abar.to(x.device)[idx][..., None]
             xt = ab.sqrt() * x + (1 - ab).sqrt() * eps
             t, target = (idx + 1).float() / self.steps, eps
-        return ((model(xt, t) - target) ** 2).mean(-1).mean(-1)
+        return ((model(xt, t, y) - target) ** 2).mean(-1).mean(-1)
 
 
 class DiffusionFamily:
-    """S independent diffusion (or flow-matching) models of d-dimensional points, trained as one module."""
+    """S independent diffusion (or flow-matching) models of d-dimensional points or of images, trained as one
+    module."""
 
-    def __init__(self, cfg: DiffusionConfig, dim: int, chains: int):
-        self.cfg, self.dim, self.chains = cfg, int(dim), int(chains)
+    def __init__(self, cfg: DiffusionConfig, source, chains: int):
+        self.cfg, self.chains = cfg, int(chains)
+        self.images = source.data_kind == "image"
+        if self.images:
+            self.image_shape = tuple(int(n) for n in source.image_shape)
+            self.dim = self.image_shape[0] * self.image_shape[1]
+        else:
+            self.dim = int(source.dim)
+        self.classes = int(source.n_classes) if cfg.conditional else 0
+        self.unet = cfg.denoiser == "unet" or (cfg.denoiser == "auto" and self.images)
+        if self.unet and not unet_fits(self.image_shape, len(cfg.channels)):
+            h, w = self.image_shape
+            raise ConfigError(
+                f"model.channels: a U-Net of {len(cfg.channels)} resolutions halves the image "
+                f"{len(cfg.channels) - 1} time(s), so height and width must be divisible by "
+                f"{2 ** (len(cfg.channels) - 1)}; these images are {h}x{w}. Use fewer channels entries "
+                f"(e.g. channels: {list(cfg.channels[:1 if h % 2 or w % 2 else 2])}) or denoiser: mlp")
         self.device = resolve_device(cfg.device)
         self.abar = noise_schedule(cfg.schedule, cfg.timesteps)
-        self.loss_fn = DiffusionLoss(cfg.objective, self.abar)
-        self.model: Optional[Denoiser] = None
+        self.loss_fn = DiffusionLoss(cfg.objective, self.abar, self.classes, cfg.label_dropout)
+        self.clip = 1.0 if self.images else CLIP     # DDIM's x0 bound: the pixel range [-1, 1]
+        self.model = None
         self.gen0: Optional[dict] = None
-        self.shift = self.scale = None          # (S, 1, d): generation 0's real mean and sd per chain
+        self.shift = self.scale = None          # (S, 1, d) generation 0's real mean and sd per chain; images 127.5
+        self.class_freq = None                  # (S, K) label frequencies of the last training set (conditional)
+        self.dtype = np.dtype(np.uint8)         # images: the dtype of the last training data (and of samples)
         nan = np.full(self.chains, np.nan)
         self.last_loss, self.last_epochs = nan.copy(), np.zeros(self.chains)
 
-    def _new_model(self) -> Denoiser:
-        return Denoiser(self.chains, self.dim, tuple(self.cfg.hidden), self.cfg.time_embed)
+    def _new_model(self):
+        c = self.cfg
+        if self.unet:
+            return UNet(self.chains, self.image_shape, tuple(c.channels), c.time_embed, self.classes, c.groups)
+        return MLPDenoiser(self.chains, self.dim, tuple(c.hidden), c.time_embed)
 
-    def _points(self, data) -> np.ndarray:
+    @property
+    def latent_dim(self) -> int:
+        """decode(): the size of the noise a sample starts from (the pixels of an image)."""
+        return self.dim
+
+    temperature = 1.0   # decode(): the noise is N(0, I)
+
+    def _points(self, data) -> tuple[np.ndarray, Optional[np.ndarray]]:
+        """Points (S, N, d) (vectors float64, pixels float32) and, for a conditional model, labels (S, N) int64."""
+        if self.images:
+            data = np.asarray(data)
+            if data.ndim != 3 or data.shape[-1] != self.dim + 1 or data.shape[0] not in (self.chains, 1):
+                raise ValueError(f"diffusion: image data must be (chains, N, {self.dim} pixels + 1 label), got "
+                                 f"{data.shape}")
+            data = np.broadcast_to(data, (self.chains,) + data.shape[1:])
+            labels = None
+            if self.classes:
+                labels = data[..., -1].astype(np.int64)
+                bad = int(((labels < 0) | (labels >= self.classes)).sum())
+                if bad:
+                    raise ConfigError(
+                        f"model.conditional: the class-conditional diffusion model needs every image labelled "
+                        f"0..{self.classes - 1}, but {bad} of the {labels.size} training items are not (label "
+                        f"{UNLABELLED} = unlabelled); set conditional: false, or train on labelled data")
+            return data[..., :-1].astype(np.float32), labels
         x = np.asarray(data, np.float64)
         x = x[..., None] if x.ndim == 2 and self.dim == 1 else x
         if x.ndim != 3 or x.shape[-1] != self.dim or x.shape[0] not in (self.chains, 1):
             raise ValueError(f"diffusion: data must be (chains, N, {self.dim}), got {x.shape}")
-        return np.broadcast_to(x, (self.chains,) + x.shape[1:])
+        return np.broadcast_to(x, (self.chains,) + x.shape[1:]), None
 
     # ---- fit ------------------------------------------------------------------
     def fit(self, data, rng: np.random.Generator) -> None:
-        """Train every chain on its points (S, N, d); torch seeds come from rng only."""
-        x = self._points(data)
+        """Train every chain on its points (S, N, d) or images (S, N, P + 1); torch seeds come from rng only."""
+        x, labels = self._points(data)
         gen = torch.Generator().manual_seed(int(rng.integers(2 ** 62)))
         cfg = self.cfg
-        if self.shift is None:   # standardise with generation 0's real data, for every later generation too
+        if self.images:           # pixels 0..255 -> [-1, 1]
+            self.dtype = np.dtype(np.float16) if np.asarray(data).dtype == np.float16 else np.dtype(np.uint8)
+            self.shift = self.scale = np.full((self.chains, 1, 1), 127.5)
+        elif self.shift is None:  # standardise with generation 0's real data, for every later generation too
             self.shift = x.mean(axis=1, keepdims=True)
             self.scale = np.maximum(x.std(axis=1, keepdims=True), 1e-8)
-        z = torch.from_numpy(((x - self.shift) / self.scale).astype(np.float32))
+        if labels is not None:
+            self.class_freq = np.stack([np.bincount(row, minlength=self.classes) for row in labels]) / labels.shape[1]
+        z = (torch.from_numpy(x) * (1 / 127.5) - 1 if self.images else
+             torch.from_numpy(((x - self.shift) / self.scale).astype(np.float32)))
+        y = None if labels is None else torch.from_numpy(np.ascontiguousarray(labels))
         with num_threads(cfg.threads):
             model = self._new_model()
             if self.model is None or cfg.init == "fresh" or (cfg.init == "gen0" and self.gen0 is None):
@@ -145,15 +185,20 @@ class DiffusionFamily:
             perm = torch.stack([torch.randperm(n, generator=gen) for _ in range(self.chains)])
             take = lambda i: torch.gather(z, 1, i[..., None].expand(-1, -1, self.dim))   # noqa: E731
             train, val = (take(perm[:, n_val:]), take(perm[:, :n_val])) if n_val else (z, z)
-            val_noise = torch.randn(self.chains, val.shape[1], self.dim + 1, generator=gen)
-            train, val, val_noise = (t.to(self.device) for t in (train, val, val_noise))
+            train, val = [train], [val]
+            if y is not None:
+                train.append(torch.gather(y, 1, perm[:, n_val:]) if n_val else y)
+                val.append(torch.gather(y, 1, perm[:, :n_val]) if n_val else y)
+            width = self.dim + 1 + (y is not None)     # noise, time and (conditional) the label's drop
+            val.append(torch.randn(self.chains, val[0].shape[1], width, generator=gen))
+            train, val = [t.to(self.device) for t in train], [t.to(self.device) for t in val]
             trainer = Trainer(model, self.loss_fn, lr=cfg.lr, compile=bool(cfg.compile), precision=cfg.precision,
                               name="diffusion model", lr_key="model.lr")
-            score = lambda: evaluate(model, self.loss_fn, (val, val_noise), EVAL_CHUNK)   # noqa: E731
+            score = lambda: evaluate(model, self.loss_fn, val, EVAL_CHUNK)   # noqa: E731
             stop = None if cfg.epochs else EarlyStopping(self.chains, cfg.patience, cfg.min_rel_improvement,
                                                          cfg.min_epochs)
-            res = trainer.fit((train,), gen, batch=cfg.batch, max_epochs=cfg.epochs or cfg.max_epochs, stop=stop,
-                              score=score, noise=(self.dim + 1,))
+            res = trainer.fit(train, gen, batch=cfg.batch, max_epochs=cfg.epochs or cfg.max_epochs, stop=stop,
+                              score=score, noise=(width,))
             scores = res.scores
             if scores is None:
                 scores = score()
@@ -164,10 +209,23 @@ class DiffusionFamily:
         self.last_loss, self.last_epochs = np.asarray(scores[0], float), res.epochs.astype(float)
 
     # ---- sampling -------------------------------------------------------------
+    def _guided(self, model, y: Optional[torch.Tensor]):
+        """The network as the sampler calls it, f(x, t): conditioned on y, with classifier-free guidance."""
+        w = self.cfg.guidance
+        if y is None or w == 0:
+            return lambda x, t: model(x, t, y)
+        null = torch.full_like(y, self.classes)
+
+        def f(x, t):   # one call on both halves: (1 + w) f(x, t, y) - w f(x, t, none)  (Ho & Salimans 2022)
+            c, u = model(torch.cat([x, x], 1), torch.cat([t, t], 1), torch.cat([y, null], 1)).chunk(2, 1)
+            return (1 + w) * c - w * u
+        return f
+
     @torch.inference_mode()
-    def _integrate(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-        """Noise x (S, m, d) -> standardised samples, by the configured sampler."""
-        cfg, model = self.cfg, self.model.eval()
+    def _integrate(self, x: torch.Tensor, gen: torch.Generator, y: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Noise x (S, m, d) [classes y (S, m)] -> standardised samples, by the configured sampler."""
+        cfg = self.cfg
+        model = self._guided(self.model.eval(), y)
         sampler = cfg.sampler if cfg.sampler != "auto" else ("euler" if cfg.objective == "flow" else "ancestral")
         s, m = x.shape[:2]
         full = lambda v: torch.full((s, m), float(v), device=x.device)   # noqa: E731
@@ -198,23 +256,52 @@ class DiffusionFamily:
             eps = model(x, full((k + 1) / steps))
             # x0's estimate divides by sqrt(abar), ~1e-3 at the noisiest level: clipped to the standardised
             # data's range, as DDIM samplers clip it (diffusers' clip_sample), then eps made consistent with it
-            x0 = ((x - (1 - ab).sqrt() * eps) / ab.sqrt()).clamp(-CLIP, CLIP)
+            x0 = ((x - (1 - ab).sqrt() * eps) / ab.sqrt()).clamp(-self.clip, self.clip)
             eps = (x - ab.sqrt() * x0) / (1 - ab).sqrt()
             x = ab_prev.sqrt() * x0 + (1 - ab_prev).sqrt() * eps
         return x
 
-    def sample(self, n: int, rng: np.random.Generator) -> np.ndarray:
-        """n points per chain (S, n, d), denoised from N(0, I) draws made on the CPU from rng."""
+    def _draw(self, noise: Optional[np.ndarray], n: int, gen: torch.Generator,
+              classes: Optional[np.ndarray] = None) -> tuple[np.ndarray, Optional[np.ndarray]]:
+        """Samples (S, n, d) on the data's scale from noise (S, n, d) (None: drawn from gen), and their classes."""
         if self.model is None:
             raise RuntimeError("the diffusion model has not been fitted (or loaded) yet")
-        gen = torch.Generator().manual_seed(int(rng.integers(2 ** 62)))
+        if self.classes and classes is None:   # each chain's classes in its last training set's proportions
+            freq = torch.from_numpy(self.class_freq).float()
+            classes = torch.multinomial(freq, n, replacement=True, generator=gen).numpy() if n else \
+                np.zeros((self.chains, 0), np.int64)
         out = np.empty((self.chains, n, self.dim))
         with num_threads(self.cfg.threads):
             for a in range(0, n, self.cfg.sample_batch):
                 m = min(self.cfg.sample_batch, n - a)
-                x = torch.randn(self.chains, m, self.dim, generator=gen).to(self.device)
-                out[:, a:a + m] = self._integrate(x, gen).double().cpu().numpy()
-        return out * self.scale + self.shift
+                x = (torch.randn(self.chains, m, self.dim, generator=gen) if noise is None else
+                     torch.from_numpy(np.asarray(noise[:, a:a + m], np.float32)))
+                y = None if not self.classes else torch.from_numpy(np.array(classes[:, a:a + m], np.int64)).to(self.device)
+                out[:, a:a + m] = self._integrate(x.to(self.device), gen, y).double().cpu().numpy()
+        return out * self.scale + self.shift, classes
+
+    def sample(self, n: int, rng: np.random.Generator) -> np.ndarray:
+        """n points per chain (S, n, d), denoised from N(0, I) draws made on the CPU from rng; images
+        (S, n, P + 1) in the training data's dtype, labelled with their class (conditional) or 255."""
+        gen = torch.Generator().manual_seed(int(rng.integers(2 ** 62)))
+        x, classes = self._draw(None, n, gen)
+        if not self.images:
+            return x
+        out = np.empty((self.chains, n, self.dim + 1), self.dtype)
+        pixels = np.clip(x, 0, 255)
+        out[..., :-1] = np.rint(pixels) if self.dtype == np.uint8 else pixels
+        out[..., -1] = UNLABELLED if classes is None else classes
+        return out
+
+    def decode(self, z: np.ndarray) -> np.ndarray:
+        """Images (S, m, P) float on 0..255 denoised from the given noise z (S, m, P): the sample grid follows
+        the same starting noise through the generations (a conditional model draws cell i as class i mod K;
+        ancestral sampling's extra noise is the same every time)."""
+        z = np.asarray(z, np.float32)
+        m = z.shape[1]
+        classes = np.broadcast_to(np.arange(m) % max(self.classes, 1), (self.chains, m)) if self.classes else None
+        x, _ = self._draw(z, m, torch.Generator().manual_seed(GRID_SEED), classes)
+        return np.clip(x, 0, 255).astype(np.float32)
 
     # ---- records and state ----------------------------------------------------
     def params(self) -> dict[str, np.ndarray]:
@@ -223,7 +310,9 @@ class DiffusionFamily:
 
     def state_dict(self) -> dict[str, np.ndarray]:
         """Weights ('w/', with their chain axis), generation-0 weights ('g0/'), the standardisation, records."""
-        state = {"loss": self.last_loss, "epochs": self.last_epochs}
+        state = {"loss": self.last_loss, "epochs": self.last_epochs, "dtype": np.array(int(self.dtype == np.float16))}
+        if self.class_freq is not None:
+            state["class_freq"] = self.class_freq
         if self.model is not None:
             state.update({"w/" + k: v.detach().cpu().numpy() for k, v in self.model.state_dict().items()})
             state["shift"], state["scale"] = self.shift, self.scale
@@ -252,3 +341,5 @@ class DiffusionFamily:
             self.shift, self.scale = np.array(state["shift"], float), np.array(state["scale"], float)
         self.gen0 = part("g0/")
         self.last_loss, self.last_epochs = np.array(state["loss"], float), np.array(state["epochs"], float)
+        self.class_freq = np.array(state["class_freq"], float) if "class_freq" in state else None
+        self.dtype = np.dtype(np.float16) if int(state.get("dtype", 0)) else np.dtype(np.uint8)

@@ -11,23 +11,40 @@ from ..nn.config import TrainingConfig
 
 class DiffusionConfig(TrainingConfig):
     """A denoising diffusion model (DDPM, Ho et al. 2020) or a conditional flow-matching model (Lipman et al.
-    2023, the optimal-transport path of Tong et al. 2023) of vectors, retrained each generation.
+    2023, the optimal-transport path of Tong et al. 2023) of vectors or images, retrained each generation.
 
-    The denoiser is an MLP over the point and a sinusoidal embedding of the time; the S chains are S such
-    networks batched into one module (nn/vae.py's ChainLinear), fitted by the shared trainer. Data are
-    standardised per chain with generation 0's real mean and sd.
+    The denoiser of vectors is an MLP over the point and a sinusoidal embedding of the time, that of images
+    a small U-Net (nn/unet.py), optionally class-conditional with classifier-free guidance (Ho & Salimans
+    2022); the S chains are S such networks batched into one module, fitted by the shared trainer. Vectors
+    are standardised per chain with generation 0's real mean and sd, pixels mapped from 0..255 to [-1, 1].
     """
 
     kind: Literal["diffusion"] = Field("diffusion", description=(
-        "the family: diffusion, a DDPM or conditional flow-matching model of vectors"))
-    example: ClassVar[dict] = {"hidden": [32, 32], "epochs": 2, "batch": 64, "compile": False, "threads": 1,
-                               "steps": 10, "timesteps": 50}
+        "the family: diffusion, a DDPM or conditional flow-matching model of vectors or images"))
+    example: ClassVar[dict] = {"hidden": [32, 32], "channels": [8, 16], "groups": 4, "epochs": 2, "batch": 64,
+                               "compile": False, "threads": 1, "steps": 10, "timesteps": 50}
     objective: Literal["ddpm", "flow"] = Field("flow", description=(
         "ddpm: predict the noise of x_t = sqrt(abar_t) x + sqrt(1 - abar_t) e (Ho et al. 2020); flow: regress the "
         "velocity x - e of the straight path x_t = t x + (1 - t) e (conditional flow matching, Lipman et al. "
         "2023; the optimal-transport path, Tong et al. 2023)"))
+    denoiser: Literal["auto", "mlp", "unet"] = Field("auto", description=(
+        "the network: an MLP of the point (vectors, or flattened images) or a U-Net (images); auto = mlp for "
+        "vectors, unet for images"))
     hidden: list[int] = Field(default_factory=lambda: [128, 128, 128], min_length=1, description=(
-        "widths of the denoiser MLP's hidden layers (SiLU)"))
+        "mlp: widths of the hidden layers (SiLU)"))
+    channels: list[int] = Field(default_factory=lambda: [32, 64], min_length=1, description=(
+        "unet: channels of its residual block at each resolution, one halving between resolutions, so height "
+        "and width must be divisible by 2^(len - 1): [32, 64] takes 8x8 and 28x28 images, [32, 64, 64] 28x28"))
+    groups: int = Field(8, ge=1, description="unet: GroupNorm groups per block (gcd with the channels)")
+    conditional: bool = Field(False, description=(
+        "unet: class-conditional on the image's label (a learned label embedding added to the time's); samples "
+        "draw their classes from the last training set's label frequencies and keep them as their labels"))
+    guidance: float = Field(0.0, ge=0, description=(
+        "conditional: classifier-free guidance weight w (Ho & Salimans 2022): the network's output is "
+        "(1 + w) f(x, t, y) - w f(x, t, no label); 0 is the plain conditional model"))
+    label_dropout: float = Field(0.1, ge=0, lt=1, description=(
+        "conditional: share of training items whose label is replaced by 'no label', so the one network also "
+        "learns the unconditional model guidance needs (Ho & Salimans: 0.1-0.2)"))
     time_embed: int = Field(32, ge=2, description="size of the sinusoidal time embedding (even)")
     timesteps: int = Field(100, ge=2, description="ddpm: T, the noise levels of training and ancestral sampling")
     schedule: Literal["linear", "cosine"] = Field("cosine", description=(
@@ -52,11 +69,22 @@ class DiffusionConfig(TrainingConfig):
     compile: Optional[bool] = TrainingConfig.default("compile", False, (
         "Off by default: the tiny MLP's step is dominated by launch overhead either way"))
 
-    data_kinds: ClassVar[frozenset] = frozenset({"vector"})
+    data_kinds: ClassVar[frozenset] = frozenset({"vector", "image"})
 
     def capabilities(self, source) -> frozenset:
-        """Samples points (no exact density)."""
-        return frozenset({"items"})
+        """Samples points or images (no exact density); images also decode fixed noise (the sample grid)."""
+        return frozenset({"items"} | ({"decode"} if source.data_kind == "image" else set()))
+
+    def check(self, exp) -> list[tuple[str, str]]:
+        """A U-Net and labels belong to images; a conditional model needs a labelled source."""
+        decl, errs = exp.source.declare(), []
+        if decl.data_kind != "image" and self.denoiser == "unet":
+            errs.append(("model.denoiser", f"a U-Net denoises images, the source gives {decl.data_kind}s; use "
+                                           f"denoiser: mlp (or auto)"))
+        if self.conditional and (decl.data_kind != "image" or "labels" not in decl.caps):
+            errs.append(("model.conditional", f"a class-conditional model needs labelled images, and source "
+                                              f"{decl.name} gives none; set conditional: false"))
+        return errs
 
     @model_validator(mode="after")
     def _consistent(self):
@@ -69,6 +97,6 @@ class DiffusionConfig(TrainingConfig):
         return self
 
     def build(self, source, chains: int):
-        """The family for a built vector source (imports torch)."""
+        """The family for a built vector or image source (imports torch)."""
         from .diffusion import DiffusionFamily
-        return DiffusionFamily(self, source.dim, chains)
+        return DiffusionFamily(self, source, chains)

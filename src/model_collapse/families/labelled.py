@@ -59,6 +59,16 @@ class LabelledVAE:
         self.timings.update(vae_sample=t1 - t0, labelling=time.perf_counter() - t1)
         return x
 
+    @property
+    def latent_dim(self) -> int:
+        """Size of the latent codes decode() takes."""
+        return self.vae.latent_dim
+
+    @property
+    def temperature(self) -> float:
+        """Prior scale of the codes: z ~ N(0, temperature^2 I)."""
+        return self.vae.temperature
+
     def decode(self, z: np.ndarray) -> np.ndarray:
         """Images (S, m, P) for latent codes z (S, m, latent)."""
         return self.vae.decode(z)

@@ -56,6 +56,16 @@ class VAEFamily:
         self.last_history: list[np.ndarray] = []   # held-out loss (S,) after each epoch of the last fit
 
     @property
+    def latent_dim(self) -> int:
+        """Size of the latent code z that decode() takes (the `decode` capability)."""
+        return self.cfg.latent
+
+    @property
+    def temperature(self) -> float:
+        """Prior scale of the codes the samples decode: z ~ N(0, temperature^2 I)."""
+        return self.cfg.temperature
+
+    @property
     def pixels(self) -> int:
         """P = H * W."""
         return self.image_shape[0] * self.image_shape[1]

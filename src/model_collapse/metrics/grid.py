@@ -17,7 +17,7 @@ def sample_grid(ctx) -> dict[str, np.ndarray]:
     """Decode the run's fixed latent draws and store them as arrays/grid-gen-G.npz (no columns)."""
     model = ctx.model
     rng = Seeds(ctx.exp.seed).rng("grid", 0)  # same draws at every generation and on resume
-    z = rng.standard_normal((model.chains, GRID, model.cfg.latent)) * model.cfg.temperature
+    z = rng.standard_normal((model.chains, GRID, model.latent_dim)) * model.temperature
     images = np.clip(np.rint(model.decode(z)), 0, 255).astype(np.uint8)   # (S, 64, P)
     ctx.store.save_array("grid", ctx.generation, images)
     return {}

@@ -49,25 +49,28 @@ class ChainConv2d(nn.Module):
     """S independent 2-d convolutions (or transposed ones) as one grouped convolution.
 
     Maps are (B, S*C, H, W): chain s owns channels s*C .. (s+1)*C - 1. Weights are
-    (S, Cout, Cin, k, k), or (S, Cin, Cout, k, k) when transposed.
+    (S, Cout, Cin, k, k), or (S, Cin, Cout, k, k) when transposed. stride 2 halves the map (a
+    transposed one doubles it); stride 1 keeps it (padding k // 2, odd k: the U-Net's convolutions).
     """
 
-    def __init__(self, chains: int, c_in: int, c_out: int, k: int, transpose: bool = False):
+    def __init__(self, chains: int, c_in: int, c_out: int, k: int, transpose: bool = False, stride: int = 2):
         super().__init__()
         shape = (c_in, c_out) if transpose else (c_out, c_in)
         self.weight = nn.Parameter(torch.empty(chains, *shape, k, k))
         self.bias = nn.Parameter(torch.empty(chains, c_out))
-        self.transpose, self.chains = transpose, chains
+        self.transpose, self.chains, self.stride = transpose, chains, stride
+        self.padding = 1 if stride == 2 else k // 2
         self.fan_in = c_in * k * k
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         w, b = self.weight.flatten(0, 1), self.bias.flatten()
         if self.transpose:  # 4x4 stride 2 doubles the map
             return F.conv_transpose2d(x, w, b, stride=2, padding=1, groups=self.chains)
-        return F.conv2d(x, w, b, stride=2, padding=1, groups=self.chains)  # 3x3 stride 2 halves it
+        return F.conv2d(x, w, b, stride=self.stride, padding=self.padding, groups=self.chains)
 
     def extra_repr(self) -> str:
-        return f"chains={self.chains}, weight={tuple(self.weight.shape[1:])}, transpose={self.transpose}"
+        return (f"chains={self.chains}, weight={tuple(self.weight.shape[1:])}, transpose={self.transpose}, "
+                f"stride={self.stride}")
 
 
 def _dense(chains: int, dims: list[int], relu_last: bool) -> nn.Sequential:
