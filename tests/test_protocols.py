@@ -89,3 +89,16 @@ def test_dispersion_falls_under_replace(tmp_path):
     df = mc.run(raw, out=tmp_path / "r", figures=False).metrics()
     by_g = df.groupby("generation")["dispersion"].mean()
     assert by_g.iloc[0] > 0.8 and by_g.iloc[-1] < 0.5, by_g
+
+
+@pytest.mark.parametrize("source, model", [({"kind": "gaussian"}, {"kind": "gaussian"}),
+                                           ({"kind": "categorical", "k": 5}, {"kind": "categorical"}),
+                                           ({"kind": "linreg"}, {"kind": "linreg"})])
+def test_closed_form_fits_refuse_a_start_and_say_why(source, model):
+    """Starting from the truth means something only for an iterative fit (gmm's EM): the closed-form families
+    accept start: data and refuse start: truth with the reason and where it applies."""
+    raw = {"source": source, "regime": {"kind": "replace", "n": 50}}
+    assert validate({**raw, "model": {**model, "start": "data"}}).model.start == "data"
+    with pytest.raises(ConfigError) as e:
+        validate({**raw, "model": {**model, "start": "truth"}})
+    assert "model.start" in str(e.value) and "closed form" in str(e.value) and "gmm" in str(e.value)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from .kinds import Needs
 
@@ -50,3 +50,22 @@ class Component(BaseModel):
     def capabilities(self, source) -> frozenset:
         """Families: what a model with this config can do on data from `source` (a SourceDecl)."""
         return frozenset()
+
+
+class ClosedFormFit(Component):
+    """A family whose fit is a closed form of the data (the Gaussian's and categorical's maximum likelihood,
+    least squares): unique given the data, so it has no starting point. `start` exists only to say so."""
+
+    start: str = Field("data", description=(
+        "only data: this fit is a closed form, unique given the data, so no starting point (such as the truth) "
+        "can change it; start: truth belongs to gmm, whose EM it starts at the true mixture"))
+
+    @field_validator("start")
+    @classmethod
+    def _no_start(cls, v: str) -> str:
+        """Anything but 'data' is refused, with the reason."""
+        if v != "data":
+            raise ValueError(f"start: {v} cannot change this fit: it is a closed form of the data (maximum "
+                             f"likelihood or least squares), the same from any start. start: truth applies to "
+                             f"the gmm family (EM from the true mixture, Qiao et al. 2025); remove model.start")
+        return v

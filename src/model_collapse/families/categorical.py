@@ -14,10 +14,10 @@ from typing import ClassVar, Literal
 import numpy as np
 from pydantic import Field
 
-from ..schema import Component
+from ..schema import ClosedFormFit
 
 
-class CategoricalConfig(Component):
+class CategoricalConfig(ClosedFormFit):
     """Config of the ``categorical`` family."""
 
     kind: Literal["categorical"] = Field("categorical", description=(

@@ -271,9 +271,10 @@ class DiffusionFamily:
             classes = torch.multinomial(freq, n, replacement=True, generator=gen).numpy() if n else \
                 np.zeros((self.chains, 0), np.int64)
         out = np.empty((self.chains, n, self.dim))
+        step = self.cfg.sample_batch or (max(1, 65536 // self.dim) if self.images else 8192)
         with num_threads(self.cfg.threads):
-            for a in range(0, n, self.cfg.sample_batch):
-                m = min(self.cfg.sample_batch, n - a)
+            for a in range(0, n, step):
+                m = min(step, n - a)
                 x = (torch.randn(self.chains, m, self.dim, generator=gen) if noise is None else
                      torch.from_numpy(np.asarray(noise[:, a:a + m], np.float32)))
                 y = None if not self.classes else torch.from_numpy(np.array(classes[:, a:a + m], np.int64)).to(self.device)

@@ -55,7 +55,10 @@ class DiffusionConfig(TrainingConfig):
     steps: int = Field(50, ge=1, description="ddim, euler, heun: integration steps of a sample")
     init: Literal["fresh", "warm", "gen0"] = Field("fresh", description=(
         "where each generation's training starts: fresh weights, the previous generation's, or generation 0's"))
-    sample_batch: int = Field(8192, ge=1, description="points denoised at once per chain (bounds memory)")
+    sample_batch: Optional[int] = Field(None, ge=1, description=(
+        "items denoised at once per chain (bounds memory); None = 8192 points of a vector, or images of 65,536 "
+        "pixels in all (1,024 8x8 digits, 83 MNIST digits): the U-Net's maps then stay in cache, measured 2.3x "
+        "faster per 28x28 image than 8192 at once (2 cores)"))
     # -- the shared training settings' defaults that differ here (nn/config.py: TrainingConfig) --------
     lr: float = TrainingConfig.default("lr", 3e-3, (
         "Adam; on 8 Gaussians (10,000 points) 3e-3 for 100 epochs covers every mode, 1e-3 for 30 none"))

@@ -21,10 +21,10 @@ from typing import ClassVar, Literal
 import numpy as np
 from pydantic import Field
 
-from ..schema import Component
+from ..schema import ClosedFormFit
 
 
-class GaussianConfig(Component):
+class GaussianConfig(ClosedFormFit):
     """Config of the ``gaussian`` family."""
 
     kind: Literal["gaussian"] = Field("gaussian", description=(

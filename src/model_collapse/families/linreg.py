@@ -21,10 +21,10 @@ import numpy as np
 from pydantic import Field
 
 from ..errors import ConfigError
-from ..schema import Component
+from ..schema import ClosedFormFit
 
 
-class LinRegConfig(Component):
+class LinRegConfig(ClosedFormFit):
     """Config of the ``linreg`` family."""
 
     kind: Literal["linreg"] = Field("linreg", description=(

@@ -9,7 +9,7 @@ the count the regime needs, and records the acceptance rate per chain.
 Optional hooks the loop uses when a filter object has them (interfaces.py):
 `begin()` (called before a generation's first round; dedupe forgets the
 previous generation), `first_draw(n)` (the first round's size: select),
-`transform()` (samples mapped before the keep mask: correct) with `columns()`
+`transform()` (samples mapped before the keep mask: correct, correct-kmeans) with `columns()`
 (its own columns beside accept_rate), and
 `state_dict()` / `load_state_dict()` (saved in every checkpoint under filter/,
 so a resumed run filters exactly as an uninterrupted one; likelihood under: gen0
@@ -18,7 +18,7 @@ keeps the generation-0 model this way).
 
 from .basic import NoFilterConfig, RandomFilterConfig
 from .classifier import ConfidenceFilterConfig, VerifierFilterConfig
-from .correct import CorrectFilterConfig
+from .correct import CorrectFilterConfig, KMeansCorrectFilterConfig
 from .dedupe import DedupeFilterConfig
 from .likelihood import LikelihoodFilterConfig
 from .select import SelectFilterConfig
@@ -32,4 +32,5 @@ FILTERS = {
     "dedupe": DedupeFilterConfig,
     "select": SelectFilterConfig,
     "correct": CorrectFilterConfig,
+    "correct-kmeans": KMeansCorrectFilterConfig,
 }
