@@ -11,7 +11,8 @@ correct_share and correct_distance.
 On images (`correct-kmeans`) the truth has no modes to step toward; Gillman et al.'s digit experiment
 corrects toward k-means cluster centres of the real data instead: k centres per class, fitted once on
 the real training images of that class, and each sample moved the share gamma of the way to the nearest
-centre of its own class (of every class when it is unlabelled), x + gamma (c - x). correct_distance is
+centre of its own class (of every class when it is unlabelled, or of a class the real data lacks),
+x + gamma (c - x). correct_distance is
 then the Euclidean length of the move with pixels on [0, 1].
 """
 
@@ -119,7 +120,9 @@ class KMeansCorrection:
         for s in range(x.shape[0]):
             px, lab = x[s, :, :-1].astype(np.float64), x[s, :, -1].astype(int)
             d2 = c2[None] - 2 * px @ self.centres.T                     # |x - c|^2 up to |x|^2, (n, M)
-            d2[(lab[:, None] != self.owner[None]) & (lab[:, None] != UNLABELLED)] = np.inf
+            other = (lab[:, None] != self.owner[None]) & (lab[:, None] != UNLABELLED)
+            other[other.all(1)] = False       # a class the real data lacks: the nearest centre of any class
+            d2[other] = np.inf
             moved = self.cfg.gamma * (self.centres[d2.argmin(1)] - px)
             new = px + moved
             out[s, :, :-1] = np.clip(np.rint(new), 0, 255) if x.dtype == np.uint8 else new
