@@ -101,6 +101,11 @@ def test_conditional_model_without_labels_is_one_message():
     with pytest.raises(ConfigError, match="denoiser"):
         validate({"source": {"kind": "toy", "shape": "ring"}, "model": {"kind": "diffusion", "denoiser": "unet"},
                   "regime": {"kind": "replace", "n": 100}})
+    with pytest.raises(ConfigError, match="only the U-Net takes a label"):
+        experiment({**TINY, "denoiser": "mlp"})
+    for bad in ({"conditional": False}, {"label_dropout": 0.0}):   # guidance without its unconditional half
+        with pytest.raises(ConfigError, match="model.guidance"):
+            experiment({**TINY, **bad})
     src, fam, _, _ = build(experiment(TINY))
     data = np.array(src.real(300, np.random.default_rng(0)))
     data[:, 10:20, -1] = 255
@@ -129,6 +134,15 @@ def test_kmeans_correction_moves_samples_toward_their_class_centres():
     target = centres[nearest]
     np.testing.assert_allclose(np.abs(half[..., :-1] - target), np.abs(noise[..., :-1] - target) / 2, atol=0.51)
     assert np.array_equal(corr[0.0].transform(noise, None, rng), noise)
+    # unlabelled samples (255) and a class the real data lacks (kept only 0-4 here) go to the nearest centre
+    few = KMeansCorrectFilterConfig(gamma=1.0, k=3).build(src)
+    keep = few.owner < 5
+    few.centres, few.owner = few.centres[keep], few.owner[keep]
+    odd = noise.copy()
+    odd[0, :20, -1], odd[0, 20:, -1] = 255, 7
+    moved = few.transform(odd, None, rng)[0, :, :-1].astype(float)
+    nearest_any = few.centres[((odd[0, :, None, :-1] - few.centres[None]) ** 2).sum(-1).argmin(1)]
+    assert np.abs(moved - nearest_any).max() <= 0.501
     cols = corr[0.5].columns()
     assert np.all(cols["correct_share"] == 1) and np.all(cols["correct_distance"] > 0)
     assert np.all(corr[0.0].columns()["correct_distance"] == 0)

@@ -92,14 +92,15 @@ class DiffusionFamily:
 
     def __init__(self, cfg: DiffusionConfig, source, chains: int):
         self.cfg, self.chains = cfg, int(chains)
-        self.images = source.data_kind == "image"
+        self.images = getattr(source, "data_kind", "vector") == "image"
         if self.images:
             self.image_shape = tuple(int(n) for n in source.image_shape)
             self.dim = self.image_shape[0] * self.image_shape[1]
         else:
             self.dim = int(source.dim)
-        self.classes = int(source.n_classes) if cfg.conditional else 0
-        self.unet = cfg.denoiser == "unet" or (cfg.denoiser == "auto" and self.images)
+        self.unet = self.images and cfg.denoiser in ("unet", "auto")      # validation refuses a U-Net of vectors
+        self.classes = int(source.n_classes) if cfg.conditional and self.unet else 0   # only the U-Net takes labels
+        self.eval_chunk = max(1, 65536 // self.dim) if self.images else EVAL_CHUNK   # as sampling's batches
         if self.unet and not unet_fits(self.image_shape, len(cfg.channels)):
             h, w = self.image_shape
             raise ConfigError(
@@ -194,7 +195,7 @@ class DiffusionFamily:
             train, val = [t.to(self.device) for t in train], [t.to(self.device) for t in val]
             trainer = Trainer(model, self.loss_fn, lr=cfg.lr, compile=bool(cfg.compile), precision=cfg.precision,
                               name="diffusion model", lr_key="model.lr")
-            score = lambda: evaluate(model, self.loss_fn, val, EVAL_CHUNK)   # noqa: E731
+            score = lambda: evaluate(model, self.loss_fn, val, self.eval_chunk)   # noqa: E731
             stop = None if cfg.epochs else EarlyStopping(self.chains, cfg.patience, cfg.min_rel_improvement,
                                                          cfg.min_epochs)
             res = trainer.fit(train, gen, batch=cfg.batch, max_epochs=cfg.epochs or cfg.max_epochs, stop=stop,

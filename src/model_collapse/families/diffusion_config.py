@@ -87,6 +87,13 @@ class DiffusionConfig(TrainingConfig):
         if self.conditional and (decl.data_kind != "image" or "labels" not in decl.caps):
             errs.append(("model.conditional", f"a class-conditional model needs labelled images, and source "
                                               f"{decl.name} gives none; set conditional: false"))
+        elif self.conditional and self.denoiser == "mlp":
+            errs.append(("model.conditional", "only the U-Net takes a label (the MLP would ignore it and label its "
+                                              "samples at random); use denoiser: unet (or auto)"))
+        if self.guidance > 0 and not (self.conditional and self.label_dropout > 0):
+            errs.append(("model.guidance", "classifier-free guidance needs a conditional model trained with "
+                                           "label_dropout > 0 (its unconditional half); set conditional: true, "
+                                           "or guidance: 0"))
         return errs
 
     @model_validator(mode="after")

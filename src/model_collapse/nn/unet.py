@@ -38,6 +38,9 @@ class ChainGroupNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(chains, channels))
         self.bias = nn.Parameter(torch.zeros(chains, channels))
 
+    def extra_repr(self) -> str:
+        return f"chains={self.weight.shape[0]}, channels={self.weight.shape[1]}, groups={self.groups}"
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = F.group_norm(x, self.groups, eps=1e-5)
         return h * self.weight.reshape(1, -1, 1, 1) + self.bias.reshape(1, -1, 1, 1)
