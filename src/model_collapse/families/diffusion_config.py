@@ -53,6 +53,11 @@ class DiffusionConfig(TrainingConfig):
         "ddpm: ancestral (all T steps) or ddim (`steps` evenly spaced, eta 0, Song et al. 2021); flow: euler or "
         "heun over `steps`; auto = ancestral for ddpm, euler for flow"))
     steps: int = Field(50, ge=1, description="ddim, euler, heun: integration steps of a sample")
+    likelihood_steps: int = Field(50, ge=1, description=(
+        "vectors: steps of the probability-flow ODE by which log_prob (and so nll, l2, the likelihood filter and the "
+        "density plot) carries a point back to the noise, the exact log-determinant of each step summed (flow: "
+        "Euler steps of the learned velocity; ddpm: DDIM's ODE through that many of the T levels); each step "
+        "costs one forward and d backward passes of the denoiser"))
     init: Literal["fresh", "warm", "gen0"] = Field("fresh", description=(
         "where each generation's training starts: fresh weights, the previous generation's, or generation 0's"))
     sample_batch: Optional[int] = Field(None, ge=1, description=(
@@ -75,8 +80,9 @@ class DiffusionConfig(TrainingConfig):
     data_kinds: ClassVar[frozenset] = frozenset({"vector", "image"})
 
     def capabilities(self, source) -> frozenset:
-        """Samples points or images (no exact density); images also decode fixed noise (the sample grid)."""
-        return frozenset({"items"} | ({"decode"} if source.data_kind == "image" else set()))
+        """Samples points or images; vectors also have a density (the probability-flow ODE's), images decode fixed
+        noise (the sample grid)."""
+        return frozenset({"items"} | ({"decode"} if source.data_kind == "image" else {"log_prob"}))
 
     def check(self, exp) -> list[tuple[str, str]]:
         """A U-Net and labels belong to images; a conditional model needs a labelled source."""

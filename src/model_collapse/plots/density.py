@@ -57,13 +57,13 @@ def plot_density(run: Path, out: Path, exp) -> Path | None:
     decl = exp.source.declare()
     dim = getattr(decl, "dim", None)
     if decl.data_kind not in ("vector", "category") or (decl.data_kind == "vector" and dim not in (1, 2)) or \
-            (decl.truth is None and not (dim == 2 and "log_prob" not in exp.model.capabilities(decl))):
+            (decl.truth is None and dim != 2):
         return None   # densities of 1-D and 2-D vectors and of categories only (not regression pairs)
     snaps = RunStore(run).snapshots()
     if not snaps:
         return None
-    if decl.data_kind == "vector" and "log_prob" not in exp.model.capabilities(decl):
-        return _scatter_2d(exp, snaps, out) if dim == 2 else None   # no density to draw: its samples
+    if decl.data_kind == "vector" and ("log_prob" not in exp.model.capabilities(decl) or decl.truth is None):
+        return _scatter_2d(exp, snaps, out) if dim == 2 else None   # no density (or truth) to draw: samples
     keep = min(exp.chains, 4) if decl.data_kind == "vector" and dim == 1 else 1
     source, models = drawn_models(exp, snaps, keep)
     truth, gens = source.truth, sorted(models)
@@ -98,7 +98,7 @@ def plot_density(run: Path, out: Path, exp) -> Path | None:
 
 
 def _scatter_2d(exp, snaps, out: Path) -> Path:
-    """2,000 points of the truth and of chain 0's model at each snapshot (a family without a density)."""
+    """2,000 points of the truth and of chain 0's model at each snapshot (a family or a truth without a density)."""
     source, models = drawn_models(exp, snaps, 1)
     gens = sorted(models)
     rng = np.random.default_rng(0)
@@ -119,10 +119,15 @@ def _scatter_2d(exp, snaps, out: Path) -> Path:
 
 def _plot_2d(exp, snaps, truth, models, gens, out: Path) -> Path:
     """Filled contours of the truth and of chain 0 at each snapshot, on one shared grid."""
-    m0, c0 = truth.moments()
-    half = 4 * np.sqrt(np.diagonal(c0[0]).max())
+    if hasattr(truth, "moments"):
+        m0, c0 = truth.moments()
+        centre, half = m0[0], 4 * np.sqrt(np.diagonal(c0[0]).max())
+    else:   # a truth without moments (the checkerboard): the box of its draws, a quarter wider
+        pts = exp.source.build(1).reference(2000, np.random.default_rng(0))
+        lo, hi = pts.min(0), pts.max(0)
+        centre, half = (lo + hi) / 2, 0.625 * (hi - lo).max()
     a = np.linspace(-half, half, resolution(snaps, exp.chains, GRID_2D, 2))
-    xx, yy = np.meshgrid(a + m0[0, 0], a + m0[0, 1], indexing="xy")
+    xx, yy = np.meshgrid(a + centre[0], a + centre[1], indexing="xy")
     pts = np.stack([xx.ravel(), yy.ravel()], 1)
     fig, axes = subplots(1, len(gens) + 1, figsize=(2.8 * (len(gens) + 1), 2.8), squeeze=False)
     axes[0, 0].contourf(xx, yy, np.exp(truth.log_prob(pts)[0]).reshape(xx.shape), 12)
