@@ -33,6 +33,7 @@ CAPABILITIES = {
     # what a source offers
     "truth": "a known true distribution",
     "modes": "known mode locations and spread (a ring or grid of Gaussians)",
+    "target": "a selection target of its own: a biased verifier's reference N(mean, cov) (Qiao et al. 2025)",
     "reference_classifier": "a classifier trained once on the real data",
     "labels": "class labels",
 }

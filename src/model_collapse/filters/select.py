@@ -6,7 +6,8 @@ distribution: the selection a verifier with a small, local reference makes. With
 round draws ceil(n / alpha) items (the `Draws` hook) and keeps the floor(alpha M) >= n best of its M, so
 the kept set is exactly their top n of n / alpha; the acceptance-rate column records alpha as for any
 filter. Scores: `mahalanobis` (to N(mean, cov)), `euclidean` (to the point `mean`) or `log_density`
-(under N(mean, cov)); ties keep the earlier draw.
+(under N(mean, cov)); ties keep the earlier draw. The target is stated in the config or, with `target:
+source`, the one a `random-gmm` source draws with its truth from the same seed (Qiao et al.'s protocol).
 """
 
 from __future__ import annotations
@@ -31,6 +32,9 @@ class SelectFilterConfig(Component):
     by: Literal["mahalanobis", "euclidean", "log_density"] = Field("mahalanobis", description=(
         "the score: Mahalanobis distance to N(mean, cov), Euclidean distance to the point mean, or the "
         "log-density under N(mean, cov) (highest kept)"))
+    target: Literal["stated", "source"] = Field("stated", description=(
+        "where the target comes from: stated = mean and cov below; source = the source's own biased target "
+        "(random-gmm draws one with its truth, as Qiao et al. do)"))
     mean: Optional[list[float]] = Field(None, min_length=1, description=(
         "the target's centre (one value per dimension); None = the origin"))
     cov: Optional[list[list[float]]] = Field(None, description=(
@@ -43,8 +47,17 @@ class SelectFilterConfig(Component):
 
     def check(self, exp) -> list[tuple[str, str]]:
         """The target's dimension is the data's; its covariance is positive definite."""
-        dim = exp.source.declare().dim
+        decl = exp.source.declare()
+        dim = decl.dim
         errs = []
+        if self.target == "source":
+            if "target" not in decl.caps:
+                errs.append(("filter.target", f"target: source needs a source with a selection target of its own "
+                                              f"(random-gmm), not {decl.name}; state mean and cov instead"))
+            if self.mean is not None or self.cov is not None:
+                errs.append(("filter.target", "target: source takes the source's mean and cov; drop filter.mean "
+                                              "and filter.cov, or set target: stated"))
+            return errs
         if dim is not None and self.mean is not None and len(self.mean) != dim:
             errs.append(("filter.mean", f"has {len(self.mean)} values but the data has {dim} dimensions"))
         d = len(self.mean) if self.mean is not None else dim
@@ -58,17 +71,21 @@ class SelectFilterConfig(Component):
 
     def build(self, source):
         """The filter object for a run."""
-        return SelectFilter(self, source.dim)
+        if self.target == "source":
+            mean, cov = source.cfg.target()
+        else:
+            mean = np.zeros(source.dim) if self.mean is None else np.asarray(self.mean, float)
+            cov = np.eye(len(mean)) if self.cov is None else np.asarray(self.cov, float)
+        return SelectFilter(self, mean, cov)
 
 
 class SelectFilter:
     """Scores each batch against the target; keeps the best floor(share M) of every chain's M items."""
 
-    def __init__(self, cfg: SelectFilterConfig, dim: int):
+    def __init__(self, cfg: SelectFilterConfig, mean: np.ndarray, cov: np.ndarray):
         self.cfg = cfg
-        self.mean = np.zeros(dim) if cfg.mean is None else np.asarray(cfg.mean, float)
+        self.mean = np.asarray(mean, float)
         d = len(self.mean)
-        cov = np.eye(d) if cfg.cov is None else np.asarray(cfg.cov, float)
         self.chol_inv = np.linalg.inv(np.linalg.cholesky(cov))
         self.log_norm = -0.5 * (d * math.log(2 * math.pi) + 2 * np.log(np.diag(np.linalg.cholesky(cov))).sum())
 

@@ -3,6 +3,7 @@
 from .distributions import CategoricalSourceConfig, GaussianSourceConfig, GMMSourceConfig
 from .hf_dataset import HFDatasetSourceConfig
 from .images import ImageSourceConfig
+from .random_gmm import RandomGMMSourceConfig
 from .regression import LinRegSourceConfig
 from .text import KJVSourceConfig, TextFileSourceConfig, ZipfMarkovSourceConfig
 from .toys import ToySourceConfig
@@ -10,6 +11,7 @@ from .toys import ToySourceConfig
 SOURCES = {
     "gaussian": GaussianSourceConfig,
     "gmm": GMMSourceConfig,
+    "random-gmm": RandomGMMSourceConfig,
     "categorical": CategoricalSourceConfig,
     "linreg": LinRegSourceConfig,
     "mnist": ImageSourceConfig,
