@@ -86,8 +86,9 @@ class SelectFilter:
         self.cfg = cfg
         self.mean = np.asarray(mean, float)
         d = len(self.mean)
-        self.chol_inv = np.linalg.inv(np.linalg.cholesky(cov))
-        self.log_norm = -0.5 * (d * math.log(2 * math.pi) + 2 * np.log(np.diag(np.linalg.cholesky(cov))).sum())
+        chol = np.linalg.cholesky(cov)
+        self.chol_inv = np.linalg.inv(chol)
+        self.log_norm = -0.5 * (d * math.log(2 * math.pi) + 2 * np.log(np.diag(chol)).sum())
 
     def first_draw(self, n: int) -> int:
         """ceil(n / share): one round then holds the top n of n / share (Qiao et al.'s protocol)."""

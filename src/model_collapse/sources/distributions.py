@@ -26,6 +26,27 @@ def _pd_error(cov: np.ndarray, path: str) -> list[tuple[str, str]]:
     return []
 
 
+def weights_errors(weights) -> list[tuple[str, str]]:
+    """An error unless the mixture weights are positive and sum to 1."""
+    w = np.asarray(weights, float)
+    if (w <= 0).any() or abs(w.sum() - 1) > 1e-6:
+        return [("source.weights", f"must be positive and sum to 1 (sum is {w.sum():g})")]
+    return []
+
+
+class MixtureTruth:
+    """`build` and `truth` of a source config whose truth is the Gaussian mixture its `arrays()` gives."""
+
+    def build(self, chains: int) -> "DistributionSource":
+        """The source object for a run."""
+        return DistributionSource(self, chains)
+
+    def truth(self, chains: int):
+        """The true mixture as a family object with `chains` identical chains."""
+        from ..families.gmm import GMMFamily
+        return GMMFamily.from_params(*self.arrays(), chains)
+
+
 class GaussianSourceConfig(Component):
     """Truth N(mean, cov); give std (per axis, diagonal) or cov (full)."""
 
@@ -74,7 +95,7 @@ class GaussianSourceConfig(Component):
         return []
 
 
-class GMMSourceConfig(Component):
+class GMMSourceConfig(MixtureTruth, Component):
     """Truth: a Gaussian mixture; means (K,) or (K, d), stds (K,) / (K, d) or covs (K, d, d)."""
 
     kind: Literal["gmm"] = Field("gmm", description="the source: gmm, a known Gaussian-mixture truth")
@@ -92,15 +113,6 @@ class GMMSourceConfig(Component):
         dim = len(m[0]) if m and isinstance(m[0], list) else 1
         return SourceDecl(self.kind, "vector", frozenset({"truth"}), dim=dim, truth="gmm")
 
-    def build(self, chains: int) -> "DistributionSource":
-        """The source object for a run."""
-        return DistributionSource(self, chains)
-
-    def truth(self, chains: int):
-        """The true distribution as a family object with `chains` identical chains."""
-        from ..families.gmm import GMMFamily
-        return GMMFamily.from_params(*self.arrays(), chains)
-
     def arrays(self):
         """weights (K,), means (K, d), covs (K, d, d)."""
         w = np.asarray(self.weights, float)
@@ -116,10 +128,7 @@ class GMMSourceConfig(Component):
 
     def check(self, exp) -> list[tuple[str, str]]:
         """Shapes agree, weights are a distribution, covariances positive definite."""
-        w = np.asarray(self.weights, float)
-        errs = []
-        if (w <= 0).any() or abs(w.sum() - 1) > 1e-6:
-            errs.append(("source.weights", f"must be positive and sum to 1 (sum is {w.sum():g})"))
+        errs = weights_errors(self.weights)
         try:
             w, m, c = self.arrays()
         except ValueError as e:

@@ -19,10 +19,10 @@ from pydantic import Field
 
 from ..kinds import SourceDecl
 from ..schema import Component
-from .distributions import DistributionSource
+from .distributions import MixtureTruth, weights_errors
 
 
-class RandomGMMSourceConfig(Component):
+class RandomGMMSourceConfig(MixtureTruth, Component):
     """Truth: Qiao et al.'s random two-component mixture of a seed, with the biased target of the same seed."""
 
     kind: Literal["random-gmm"] = Field("random-gmm", description=(
@@ -48,15 +48,6 @@ class RandomGMMSourceConfig(Component):
     def declare(self) -> SourceDecl:
         """Vectors from a known Gaussian-mixture truth that offers a selection target."""
         return SourceDecl(self.kind, "vector", frozenset({"truth", "target"}), dim=self.dim, truth="gmm")
-
-    def build(self, chains: int) -> DistributionSource:
-        """The source object for a run."""
-        return DistributionSource(self, chains)
-
-    def truth(self, chains: int):
-        """The true mixture as a family object with `chains` identical chains."""
-        from ..families.gmm import GMMFamily
-        return GMMFamily.from_params(*self.arrays(), chains)
 
     def draws(self) -> dict[str, np.ndarray]:
         """mu, Sigma, the target's centre and covariance, and the direction, in the script's order."""
@@ -88,10 +79,7 @@ class RandomGMMSourceConfig(Component):
 
     def check(self, exp) -> list[tuple[str, str]]:
         """Weights are a distribution; covariance multiples are positive."""
-        w = np.asarray(self.weights, float)
-        errs = []
-        if (w <= 0).any() or abs(w.sum() - 1) > 1e-6:
-            errs.append(("source.weights", f"must be positive and sum to 1 (sum is {w.sum():g})"))
+        errs = weights_errors(self.weights)
         if min(self.cov_scales) <= 0:
             errs.append(("source.cov_scales", "must be > 0"))
         return errs
